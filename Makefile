@@ -1,0 +1,54 @@
+# trainjob: every command of the project. `make` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+IMAGE ?= trainjob
+TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+DATA ?= ./data
+OUT ?= ./outputs
+ARGS ?=
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help venv run run-local demo data test test-fast lint bench bench-fast build base-image-offline smoke shell \
+	lint-docker chaos workspace compute upload-data push-image register-env submit-aml
+
+help: ## Show this list.
+	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed ## Create .venv with every dependency pinned (constraints.txt).
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	scripts/make_venv.sh $(PYTHON) $(VENV)
+	@touch $@
+
+# --- train ---------------------------------------------------------------------------------------------------------
+run: venv ## Train on $(DATA) in the image (--demo when $(DATA) holds no dataset); falls back to .venv without Docker.
+	scripts/docker/run.sh "$(IMAGE):latest" "$(DATA)" "$(OUT)" $(ARGS)
+
+run-local: venv ## Train on $(DATA) in the local .venv, without Docker.
+	$(VENV)/bin/train --data_path "$(DATA)" --output_dir "$(OUT)" $(ARGS)
+
+demo: venv ## Train one minute on generated data in the local .venv, to see the whole flow.
+	$(VENV)/bin/train --demo --output_dir "$(OUT)" $(ARGS)
+
+data: venv ## Download the real CIFAR-10 (the tutorial's layout) into $(DATA), where the internet is reachable.
+	$(PY) scripts/get_cifar10.py "$(DATA)"
+
+# --- check ---------------------------------------------------------------------------------------------------------
+test: venv ## Run every test: unit, CLI, torchrun, and the real image in a Docker engine.
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: venv ## Run the quick tests only (no image build, no slow end-to-end runs).
+	$(PY) -m pytest -q -m "not slow and not docker" $(PYTEST_ARGS)
+
+lint: venv ## Lint the Python code (ruff) and the Dockerfile (hadolint, warning level).
+	$(VENV)/bin/ruff check src scripts tests
+	$(VENV)/bin/hadolint -t warning docker/Dockerfile
+
+bench: venv ## Time the tutorial's original script against trainjob's same recipe on the real CIFAR-10.
+	$(PY) scripts/bench/bench_tutorial.py $(ARGS)
+
+bench-fast: venv ## Train the fast recipe on the real CIFAR-10 and report time, accuracy and throughput.
+	$(PY) scripts/bench/bench_fast.py $(ARGS)

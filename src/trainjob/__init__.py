@@ -1,0 +1,3 @@
+"""trainjob: train an image classifier on your own data, locally, in Docker or on Azure ML."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,154 @@
+"""One config object and one CLI. Precedence: flag > environment variable > recipe default > built-in default."""
+
+import argparse
+import math
+import os
+from dataclasses import asdict, dataclass
+
+from trainjob import contract
+from trainjob.errors import UserError
+
+# Hyperparameters whose defaults come from the recipe (see recipes/): None here means "the recipe decides".
+RECIPE_DEFAULTED = ("learning_rate", "momentum", "epochs", "batch_size", "image_size")
+
+
+@dataclass
+class Config:
+    # --- data ---
+    data_path: str | None = None  # folder with CIFAR batches or image folders; env DATA_PATH
+    demo: bool = False  # train on generated, learnable data instead
+    val_fraction: float = 0.1  # held-out share of a single <class>/* tree (fraction 0-1)
+    cache_dir: str | None = None  # decoded image-folder cache; env TRAINJOB_CACHE_DIR; "off" disables
+    # --- recipe and hyperparameters ---
+    recipe: str = "tutorial"  # tutorial | fast
+    model: str | None = None  # architecture; default the recipe's (tutorial: net)
+    learning_rate: float | None = None  # tutorial: 0.001
+    momentum: float | None = None  # tutorial: 0.9
+    epochs: int | None = None  # tutorial: 2
+    batch_size: int | None = None  # tutorial: 4 (images per step, per process)
+    image_size: int | None = None  # pixels per side; tutorial: 32
+    seed: int = 0
+    precision: str = "auto"  # auto | fp32 | bf16 (bf16 autocast where the recipe and CPU support it)
+    # --- run ---
+    output_dir: str = contract.DEFAULT_OUTPUT_DIR  # env OUTPUT_DIR; ./outputs inside an Azure ML run
+    log_interval: int = 2000  # mini-batches between loss lines (as the tutorial logs)
+    num_threads: int = 0  # torch threads; 0 = the container's CPU quota (cgroup), not the host's core count
+    device: str = "auto"  # auto | cpu | cuda
+    checkpoint_interval: float = 300.0  # seconds between mid-epoch checkpoints (0 = only at epoch ends)
+    resume: str = "auto"  # auto | never | PATH to a checkpoint
+    progress: str = "auto"  # auto (bar on a terminal, plain lines otherwise) | bar | lines | off
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train",
+        description="Train an image classifier on CIFAR-10 batches or your own image folders "
+        "(Azure ML tutorial compatible). Run `train predict --help` to classify images with a trained model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = Config()
+    data = p.add_argument_group("data")
+    data.add_argument("--data_path", default=None,
+                      help=f"dataset folder: cifar-10-batches-py/, cifar-10-python.tar.gz, train/<class>/ + "
+                      f"test/<class>/, or <class>/ (env {contract.ENV_DATA_PATH})")
+    data.add_argument("--demo", action="store_true", help="train on generated, learnable data (no dataset needed)")
+    data.add_argument("--val_fraction", type=float, default=d.val_fraction,
+                      help="held-out share of a single <class>/* tree")
+    data.add_argument("--cache_dir", default=None,
+                      help=f"decoded image cache (env {contract.ENV_CACHE_DIR}; default ~/.cache/trainjob; 'off')")
+    hp = p.add_argument_group("recipe and hyperparameters (defaults shown are the tutorial recipe's)")
+    hp.add_argument("--recipe", default=d.recipe, help="tutorial (the tutorial's exact training) or fast")
+    hp.add_argument("--model", default=None, help="architecture (default: the recipe's; tutorial: net)")
+    hp.add_argument("--learning_rate", type=float, default=None, help="SGD learning rate (default: 0.001)")
+    hp.add_argument("--momentum", type=float, default=None, help="SGD momentum (default: 0.9)")
+    hp.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: 2)")
+    hp.add_argument("--batch_size", type=int, default=None, help="images per step per process (default: 4)")
+    hp.add_argument("--image_size", type=int, default=None, help="pixels per side images are resized to (default: 32)")
+    hp.add_argument("--seed", type=int, default=d.seed, help="random seed: same seed on CPU, same result")
+    hp.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"],
+                    help="arithmetic for recipes that support bf16 autocast")
+    run = p.add_argument_group("run")
+    run.add_argument("--output_dir", default=None,
+                     help=f"where results go (env {contract.ENV_OUTPUT_DIR}; default {contract.DEFAULT_OUTPUT_DIR})")
+    run.add_argument("--log_interval", type=int, default=d.log_interval, help="mini-batches between loss lines")
+    run.add_argument("--num_threads", type=int, default=d.num_threads,
+                     help="torch threads; 0 = the CPU quota of the container")
+    run.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"], help="where to train")
+    run.add_argument("--checkpoint_interval", type=float, default=d.checkpoint_interval,
+                     help="seconds between mid-epoch checkpoints; 0 = only at the end of each epoch")
+    run.add_argument("--resume", default=d.resume, help="auto (newest valid checkpoint), never, or a checkpoint PATH")
+    run.add_argument("--progress", default=d.progress, choices=["auto", "bar", "lines", "off"],
+                     help="progress display: a bar on a terminal, plain lines in logs")
+    return p
+
+
+def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    ns = _parse(parser, argv)
+    cfg = Config(**{k: v for k, v in vars(ns).items() if k != "output_dir"})
+    cfg.data_path = ns.data_path or environ.get(contract.ENV_DATA_PATH) or None
+    cfg.cache_dir = ns.cache_dir or environ.get(contract.ENV_CACHE_DIR) or None
+    if ns.output_dir:
+        cfg.output_dir = ns.output_dir
+    elif environ.get(contract.ENV_AZUREML_RUN_ID):
+        cfg.output_dir = contract.AZUREML_OUTPUT_DIR  # Azure ML uploads ./outputs, whatever the image's OUTPUT_DIR
+    else:
+        cfg.output_dir = environ.get(contract.ENV_OUTPUT_DIR) or contract.DEFAULT_OUTPUT_DIR
+    apply_recipe_defaults(cfg)
+    validate(cfg)
+    return cfg
+
+
+def _parse(parser: argparse.ArgumentParser, argv):
+    def fail(message: str):
+        raise UserError(f"{message} (see `train --help`)")
+
+    parser.error = fail  # argparse would print usage and exit 2 itself; we want one line and failure.txt
+    return parser.parse_args(argv)
+
+
+def apply_recipe_defaults(cfg: Config) -> None:
+    from trainjob.recipes import RECIPES
+
+    if cfg.recipe not in RECIPES:
+        raise UserError(f"unknown --recipe {cfg.recipe!r}: expected one of {', '.join(sorted(RECIPES))}")
+    recipe = RECIPES[cfg.recipe]
+    for name in RECIPE_DEFAULTED:
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, recipe.defaults[name])
+    if cfg.model is None:
+        cfg.model = recipe.arch
+
+
+def validate(cfg: Config) -> None:
+    """Reject values that cannot train, naming the flag, what it needs and what it got."""
+    from trainjob.models import ARCHITECTURES
+
+    def need(ok: bool, flag: str, expected: str, value) -> None:
+        if not ok:
+            raise UserError(f"{flag} must be {expected}, got {value!r}")
+
+    finite = math.isfinite
+    need(finite(cfg.learning_rate) and cfg.learning_rate > 0, "--learning_rate", "a positive number",
+         cfg.learning_rate)
+    need(finite(cfg.momentum) and 0 <= cfg.momentum < 1, "--momentum", "in [0, 1)", cfg.momentum)
+    need(cfg.epochs >= 1, "--epochs", "at least 1", cfg.epochs)
+    need(cfg.batch_size >= 1, "--batch_size", "at least 1", cfg.batch_size)
+    need(8 <= cfg.image_size <= 1024, "--image_size", "between 8 and 1024", cfg.image_size)
+    need(finite(cfg.val_fraction) and 0 < cfg.val_fraction < 1, "--val_fraction", "between 0 and 1 (exclusive)",
+         cfg.val_fraction)
+    need(cfg.log_interval >= 1, "--log_interval", "at least 1", cfg.log_interval)
+    need(cfg.num_threads >= 0, "--num_threads", "0 (auto) or more", cfg.num_threads)
+    need(finite(cfg.checkpoint_interval) and cfg.checkpoint_interval >= 0, "--checkpoint_interval",
+         "0 or more seconds", cfg.checkpoint_interval)
+    need(cfg.model in ARCHITECTURES, "--model", f"one of {', '.join(sorted(ARCHITECTURES))}", cfg.model)
+    if cfg.model == "net" and cfg.image_size != 32:
+        raise UserError(f"--model net takes 32x32 images, got --image_size {cfg.image_size}; "
+                        "use --image_size 32 or --recipe fast, whose net adapts to the image size")
+    if not cfg.demo and not cfg.data_path:
+        raise UserError(f"no dataset given: pass --data_path FOLDER (or set {contract.ENV_DATA_PATH}), "
+                        "or --demo to try the flow on generated data")

@@ -1,0 +1,36 @@
+"""The container contract, written once: environment variables, paths, output files and exit codes.
+
+The README's contract table mirrors this module; change both together.
+"""
+
+# --- Environment variables (a flag on the command line always wins) ---------------------------------------------
+ENV_DATA_PATH = "DATA_PATH"  # e.g. DATA_PATH=/data: where the dataset is mounted
+ENV_OUTPUT_DIR = "OUTPUT_DIR"  # e.g. OUTPUT_DIR=/outputs: where model.pt, summary.json, plots go
+ENV_CACHE_DIR = "TRAINJOB_CACHE_DIR"  # e.g. /tmp/trainjob-cache: decoded image-folder cache ("off" disables it)
+ENV_AZUREML_RUN_ID = "AZUREML_RUN_ID"  # set by Azure ML inside a run; outputs then go to ./outputs (uploaded)
+# Set by torchrun and by Azure ML's PyTorch distribution; all four switch on DistributedDataParallel.
+ENV_RANK = "RANK"
+ENV_WORLD_SIZE = "WORLD_SIZE"
+ENV_LOCAL_RANK = "LOCAL_RANK"
+ENV_LOCAL_WORLD_SIZE = "LOCAL_WORLD_SIZE"
+
+# --- Defaults -------------------------------------------------------------------------------------------------------
+DEFAULT_OUTPUT_DIR = "./outputs"  # the folder Azure ML uploads from a run's working directory
+AZUREML_OUTPUT_DIR = "./outputs"
+
+# --- Files written to the output folder -----------------------------------------------------------------------------
+MODEL_FILE = "model.pt"  # weights, classes, config, normalisation; torch.load(..., weights_only=True)
+SUMMARY_FILE = "summary.json"  # test_accuracy (0-1), per_class_accuracy, timings, dataset, config
+METRICS_FILE = "metrics.jsonl"  # one JSON object per line: loss every log interval, one line per epoch
+CURVES_FILE = "training_curves.png"
+CONFUSION_FILE = "confusion_matrix.png"
+FAILURE_FILE = "failure.txt"  # one line: why the run stopped (user error, internal error, SIGTERM)
+CHECKPOINT_DIR = "checkpoints"  # resumable state: newest and previous good checkpoint
+
+# --- Exit codes -----------------------------------------------------------------------------------------------------
+EXIT_OK = 0
+EXIT_INTERNAL = 1  # a bug in trainjob: traceback on stderr, please report it
+EXIT_USER = 2  # something the user can fix: bad flag, missing/malformed data, unwritable output folder
+EXIT_DIVERGED = 3  # the loss became NaN or infinite: lower the learning rate; the last good checkpoint is kept
+EXIT_SIGINT = 130  # 128 + SIGINT: stopped by Ctrl-C after writing a checkpoint
+EXIT_SIGTERM = 143  # 128 + SIGTERM: stopped (docker stop, preemption) after writing a checkpoint; rerun to resume

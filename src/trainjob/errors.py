@@ -1,0 +1,30 @@
+"""Exceptions that carry an exit code. A user error prints one line; anything else is a bug and keeps its traceback."""
+
+from trainjob import contract
+
+
+class UserError(Exception):
+    """Something the user can fix. The message is one line: the problem, what was expected, what was found."""
+
+    exit_code = contract.EXIT_USER
+
+
+class DataError(UserError):
+    """The dataset is missing or malformed."""
+
+
+class DivergedError(Exception):
+    """The loss became NaN or infinite."""
+
+    exit_code = contract.EXIT_DIVERGED
+
+
+class Stopped(Exception):
+    """A signal asked the run to stop; a checkpoint was written before this is raised."""
+
+    def __init__(self, signal_name: str, exit_code: int, checkpoint: str | None):
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+        self.checkpoint = checkpoint
+        where = f"resumable from {checkpoint}" if checkpoint else "no checkpoint was written"
+        super().__init__(f"stopped by {signal_name}; {where}; run the same command again to resume")

@@ -1,0 +1,69 @@
+"""What a recipe is: a model, how one batch is trained, how a batch is scored, and its resumable state.
+
+The engine owns data order, logging, checkpoints and distribution; a recipe owns the numerics. Batches reach a
+recipe as uint8 tensors (B, 3, H, W); normalisation and augmentation happen here, on whole batches.
+"""
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from trainjob.models import build_model
+
+
+def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """(B, 3, H, W) uint8 -> float32, as torchvision's ToTensor() then Normalize(mean, std) computes it."""
+    x = images.float().div_(255)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+class Recipe:
+    name: ClassVar[str]
+    arch: ClassVar[str]
+    # Values for the hyperparameter flags a user leaves out (learning_rate, momentum, epochs, batch_size, image_size).
+    defaults: ClassVar[dict[str, Any]]
+    mean: ClassVar[tuple[float, ...]]
+    std: ClassVar[tuple[float, ...]]
+    drop_last: ClassVar[bool] = False  # whether the engine drops each epoch's last partial batch
+
+    def __init__(self, cfg, num_classes: int, image_size: int, steps_per_epoch: int, device: torch.device,
+                 wrap: Callable[[nn.Module], nn.Module] = lambda m: m):
+        self.cfg = cfg
+        self.device = device
+        self.arch_kwargs = {"num_classes": num_classes, "image_size": image_size}
+        self.model = build_model(self.arch, **self.arch_kwargs).to(device)
+        self.train_model = wrap(self.model)  # the DistributedDataParallel wrapper under torchrun, else the model
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One optimisation step on a (B, 3, H, W) uint8 batch; returns the detached mean loss (0-d)."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def eval_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 -> (B, num_classes) float32 logits, with the recipe's evaluation model."""
+        self.model.eval()
+        return self.model(normalize(images, self.mean, self.std)).float()
+
+    def state_dict(self) -> dict:
+        """Everything a checkpoint needs to continue bit for bit (tensors and plain values only)."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def export(self) -> dict:
+        """What model.pt holds for `predict`: architecture, its arguments, weights and normalisation."""
+        return {
+            "arch": self.arch,
+            "arch_kwargs": dict(self.arch_kwargs),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "normalization": {"mean": list(self.mean), "std": list(self.std)},
+        }
+
+    def describe(self) -> dict:
+        """Recipe facts for summary.json (precision chosen, and so on)."""
+        return {"recipe": self.name, "arch": self.arch}

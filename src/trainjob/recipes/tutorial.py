@@ -1,0 +1,35 @@
+"""The tutorial's recipe, exactly: Net, SGD(lr, momentum), cross-entropy, batch 4, 2 epochs, Normalize(0.5, 0.5)."""
+
+import torch
+from torch import nn
+
+from trainjob.recipes.base import Recipe, normalize
+
+
+class TutorialRecipe(Recipe):
+    name = "tutorial"
+    arch = "net"
+    defaults = {"learning_rate": 0.001, "momentum": 0.9, "epochs": 2, "batch_size": 4, "image_size": 32}
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+
+    def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m):
+        super().__init__(cfg, num_classes, image_size, steps_per_epoch, device, wrap)
+        self.criterion = nn.CrossEntropyLoss()
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum)
+
+    def train_step(self, images, labels, generator):
+        self.train_model.train()
+        inputs = normalize(images, self.mean, self.std)
+        self.optimizer.zero_grad()
+        loss = self.criterion(self.train_model(inputs), labels)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
