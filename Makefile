@@ -52,3 +52,40 @@ bench: venv ## Time the tutorial's original script against trainjob's same recip
 
 bench-fast: venv ## Train the fast recipe on the real CIFAR-10 and report time, accuracy and throughput.
 	$(PY) scripts/bench/bench_fast.py $(ARGS)
+
+# --- image (docker/, entrypoint/, scripts/docker/) ------------------------------------------------------------------
+build: ## Build the image, tagged $(IMAGE):$(TAG) and $(IMAGE):latest.
+	scripts/docker/build.sh "$(IMAGE)" "$(TAG)"
+
+base-image-offline: ## Make the python:3.11-slim-bookworm stand-in from Debian packages, where no registry answers.
+	scripts/docker/base_image_offline.sh
+
+smoke: ## Train one epoch on generated data in the built image, as CI does.
+	scripts/docker/smoke.sh "$(IMAGE):latest"
+
+shell: ## Open a shell in the image with $(DATA) and $(OUT) mounted.
+	scripts/docker/run.sh --shell "$(IMAGE):latest" "$(DATA)" "$(OUT)"
+
+lint-docker: venv ## Lint the Dockerfile (hadolint at warning level).
+	$(VENV)/bin/hadolint -t warning docker/Dockerfile
+
+chaos: venv ## Stop the image at random moments, resume each time, and compare with an uninterrupted run.
+	$(PY) scripts/chaos.py --image "$(IMAGE):latest" $(ARGS)
+
+# --- Azure ML (scripts/aml/): the tutorial's cloud half, with this image --------------------------------------------
+AML_ARGS ?=
+
+workspace: venv ## Create or get the Azure ML workspace and write .azureml/config.json (tutorial part 1).
+	$(PY) scripts/aml/workspace.py $(AML_ARGS)
+
+compute: venv ## Get or create cpu-cluster (STANDARD_D2_V2, 0-4 nodes).
+	$(PY) scripts/aml/compute.py $(AML_ARGS)
+
+upload-data: venv ## Check $(DATA) holds a usable dataset, then upload it to the datastore at datasets/cifar10.
+	$(PY) scripts/aml/upload_data.py --src "$(DATA)" $(AML_ARGS)
+
+push-image: venv ## Push the image to the workspace registry and register it as an Azure ML environment.
+	$(PY) scripts/aml/push_image.py --image "$(IMAGE)" --tag "$(TAG)" $(AML_ARGS)
+
+submit-aml: venv ## Submit the tutorial's run on cpu-cluster with the image; DRY_RUN=1 prints it without Azure.
+	$(PY) scripts/aml/submit.py $(if $(DRY_RUN),--dry-run) $(AML_ARGS)
