@@ -1,0 +1,5 @@
+"""`python -m trainjob`: the same as the `train` command."""
+
+from trainjob.cli import main
+
+main()

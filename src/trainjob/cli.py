@@ -1,0 +1,78 @@
+"""The `train` command: owns the outcome of a run, its one-line errors, failure.txt and the exit code.
+
+    train [flags]            train (see train --help)
+    train predict ...        classify images with a trained model.pt (see train predict --help)
+"""
+
+import argparse
+import os
+import sys
+import time
+import traceback
+
+from trainjob import contract
+from trainjob.errors import DivergedError, Stopped, UserError
+from trainjob.files import write_failure
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "predict":
+        from trainjob.predict import main as predict_main
+
+        sys.exit(predict_main(argv[1:]))
+    sys.exit(run(argv))
+
+
+def run(argv: list[str]) -> int:
+    started = time.monotonic()
+    from trainjob.signals import StopRequest
+
+    stop = StopRequest().install()
+    output_dir = _output_dir_guess(argv)
+    try:
+        from trainjob.config import parse_args
+        from trainjob.job import train
+
+        cfg = parse_args(argv)
+        output_dir = cfg.output_dir
+        train(cfg, stop, started)
+        return contract.EXIT_OK
+    except UserError as e:
+        return _fail(output_dir, f"error: {e}", e.exit_code)
+    except DivergedError as e:
+        return _fail(output_dir, f"error: {e}", e.exit_code)
+    except Stopped as e:
+        return _fail(output_dir, str(e), e.exit_code)
+    except KeyboardInterrupt:
+        return _fail(output_dir, "stopped by SIGINT", contract.EXIT_SIGINT)
+    except Exception as e:  # noqa: BLE001 -- a bug: keep the whole traceback for the report
+        traceback.print_exc()
+        return _fail(output_dir, f"internal error: {type(e).__name__}: {e} (a bug in trainjob: the traceback is in "
+                     "the log above; please report it)", contract.EXIT_INTERNAL, echo=False)
+    finally:
+        stop.uninstall()
+
+
+def _fail(output_dir: str | None, line: str, code: int, echo: bool = True) -> int:
+    if echo:
+        print(line, file=sys.stderr, flush=True)
+    if os.environ.get(contract.ENV_RANK, "0") in ("", "0"):  # one failure.txt, from the main process
+        write_failure(output_dir, line)
+    return code
+
+
+def _output_dir_guess(argv: list[str]) -> str:
+    """Where failure.txt goes when the flags themselves could not be parsed."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--output_dir")
+    known, _ = p.parse_known_args(argv)
+    if known.output_dir:
+        return known.output_dir
+    if os.environ.get(contract.ENV_AZUREML_RUN_ID):
+        return contract.AZUREML_OUTPUT_DIR
+    return os.environ.get(contract.ENV_OUTPUT_DIR) or contract.DEFAULT_OUTPUT_DIR
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The training loop: seeded data order, sharding across processes, logging, checkpoints, stop and divergence checks.
+
+Batches are taken by indexing one uint8 tensor with a permutation; nothing is done per image. All randomness comes
+from (seed, epoch) or from generators whose state goes into every checkpoint, so a run stopped at any step and
+resumed ends with the same weights as one that never stopped.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from trainjob.data import Dataset, Split
+from trainjob.errors import DivergedError
+from trainjob.recipes.base import Recipe
+from trainjob.runtime import Distributed
+
+EVAL_CHUNK = 1000  # images scored per forward pass at evaluation
+
+
+@dataclass
+class Position:
+    """Where training stands; all of it goes into a checkpoint."""
+
+    epoch: int = 0  # current epoch, 0-based
+    step: int = 0  # next step within the epoch
+    global_step: int = 0
+    running_loss: float = 0.0  # sum since the last loss line (the tutorial's running_loss)
+    epoch_loss: float = 0.0  # sum over this epoch's steps
+    epoch_seconds: float = 0.0  # training time spent in this epoch so far (excludes evaluation)
+    train_seconds: float = 0.0  # training time of finished epochs
+    history: list[dict] = field(default_factory=list)  # one dict per finished epoch
+
+    def state(self) -> dict:
+        return dict(vars(self))
+
+
+def epoch_order(num_images: int, seed: int, epoch: int, d: Distributed) -> torch.Tensor:
+    """This process's images for an epoch: a seeded permutation, cut into equal disjoint shards, one per rank."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(num_images, generator=g)
+    per_rank = num_images // d.world_size  # equal shards keep every rank on the same step count
+    return order[d.rank * per_rank:(d.rank + 1) * per_rank]
+
+
+def steps_per_epoch(num_images: int, batch_size: int, drop_last: bool, d: Distributed) -> int:
+    per_rank = num_images // d.world_size
+    return per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
+
+
+@torch.inference_mode()
+def evaluate(recipe: Recipe, split: Split, num_classes: int, device: torch.device, d: Distributed) -> torch.Tensor:
+    """Confusion matrix (num_classes, num_classes) int64, rows = true class; each rank scores a shard."""
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    n = len(split)
+    lo, hi = n * d.rank // d.world_size, n * (d.rank + 1) // d.world_size
+    for start in range(lo, hi, EVAL_CHUNK):
+        stop = min(start + EVAL_CHUNK, hi)
+        predicted = recipe.eval_logits(split.images[start:stop].to(device)).argmax(1).cpu()
+        truth = split.labels[start:stop]
+        confusion += torch.bincount(truth * num_classes + predicted, minlength=num_classes ** 2).view(
+            num_classes, num_classes)
+    if d.enabled:
+        dist.all_reduce(confusion)
+    return confusion
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, data: Dataset, cfg, device, d: Distributed, tracker, progress, stop,
+                 save_checkpoint, started: float):
+        self.recipe, self.data, self.cfg, self.device, self.d = recipe, data, cfg, device, d
+        self.tracker, self.progress, self.stop = tracker, progress, stop
+        self.save_checkpoint = save_checkpoint  # callable(state: dict) -> path | None (None on ranks > 0)
+        self.steps = steps_per_epoch(len(data.train), cfg.batch_size, recipe.drop_last, d)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # the recipe's randomness (augmentation)
+        self.pos = Position()
+        self.last_checkpoint = None
+        self.started = started  # time.monotonic() when the process started: wall_seconds counts data loading too
+
+    # --- checkpoint state ---
+    def state(self) -> dict:
+        return {"position": self.pos.state(), "recipe": self.recipe.state_dict(),
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "metrics_offset": self.tracker.offset}
+
+    def load_state(self, state: dict) -> None:
+        self.pos = Position(**state["position"])
+        self.recipe.load_state_dict(state["recipe"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def checkpoint(self) -> None:
+        self.last_checkpoint = self.save_checkpoint(self.state()) or self.last_checkpoint
+
+    # --- the loop ---
+    def fit(self) -> list[dict]:
+        cfg, pos = self.cfg, self.pos
+        self.stop.training = True
+        last_save = time.monotonic()
+        while pos.epoch < cfg.epochs:
+            order = epoch_order(len(self.data.train), cfg.seed, pos.epoch, self.d)
+            self.progress.start(pos.epoch, cfg.epochs, self.steps, pos.step)
+            tick = time.perf_counter()
+            while pos.step < self.steps:
+                idx = order[pos.step * cfg.batch_size:(pos.step + 1) * cfg.batch_size]
+                images = self.data.train.images[idx].to(self.device, non_blocking=True)
+                labels = self.data.train.labels[idx].to(self.device, non_blocking=True)
+                loss = self.recipe.train_step(images, labels, self.generator).item()
+                if not math.isfinite(loss):
+                    raise DivergedError(
+                        f"the training loss became {loss} at epoch {pos.epoch + 1}, step {pos.step + 1}: lower "
+                        f"--learning_rate (now {cfg.learning_rate}); the last good checkpoint is kept"
+                        + (f" at {self.last_checkpoint}" if self.last_checkpoint else ""))
+                pos.step += 1
+                pos.global_step += 1
+                pos.running_loss += loss
+                pos.epoch_loss += loss
+                if pos.step % cfg.log_interval == 0:
+                    self.tracker.loss(pos.epoch, pos.step, pos.global_step, pos.running_loss / cfg.log_interval)
+                    pos.running_loss = 0.0
+                self.progress.update(pos.step)
+                if self._should_stop():
+                    pos.epoch_seconds += time.perf_counter() - tick
+                    self.progress.close()
+                    self.checkpoint()
+                    raise self.stop.stopped(str(self.last_checkpoint) if self.last_checkpoint else None)
+                if cfg.checkpoint_interval and time.monotonic() - last_save >= cfg.checkpoint_interval:
+                    pos.epoch_seconds += time.perf_counter() - tick
+                    self.checkpoint()
+                    tick, last_save = time.perf_counter(), time.monotonic()
+            pos.epoch_seconds += time.perf_counter() - tick
+            self.progress.close()
+            self._end_epoch()
+            self.checkpoint()
+            last_save = time.monotonic()
+        self.stop.training = False
+        return pos.history
+
+    def _should_stop(self) -> bool:
+        """Every rank must stop at the same step, or the others would wait forever in their next all-reduce."""
+        if not self.d.enabled:
+            return self.stop.requested
+        flag = torch.tensor([1 if self.stop.requested else 0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _end_epoch(self) -> None:
+        pos = self.pos
+        confusion = evaluate(self.recipe, self.data.test, len(self.data.classes), self.device, self.d)
+        images = self.steps * self.cfg.batch_size * self.d.world_size
+        pos.train_seconds += pos.epoch_seconds
+        metrics = {
+            "epoch": pos.epoch + 1,
+            "steps_per_epoch": self.steps,
+            "train_loss": pos.epoch_loss / max(1, self.steps),
+            "test_accuracy": accuracy(confusion),
+            "images_per_second": min(images, len(self.data.train)) / max(pos.epoch_seconds, 1e-9),
+            "epoch_seconds": pos.epoch_seconds,
+            "elapsed_seconds": pos.train_seconds,  # training time so far, this and earlier epochs
+            "wall_seconds": time.monotonic() - self.started,  # since this process started, data loading included
+        }
+        pos.history.append(metrics)
+        self.tracker.epoch(metrics)
+        pos.epoch += 1
+        pos.step = 0
+        pos.running_loss = pos.epoch_loss = pos.epoch_seconds = 0.0
+
+
+def accuracy(confusion: torch.Tensor) -> float:
+    return float(confusion.diag().sum()) / max(1, int(confusion.sum()))
+
+
+def per_class_accuracy(confusion: torch.Tensor, classes: list[str]) -> dict[str, float]:
+    totals = confusion.sum(1)
+    return {c: float(confusion[i, i]) / max(1, int(totals[i])) for i, c in enumerate(classes)}

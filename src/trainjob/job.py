@@ -1,0 +1,123 @@
+"""One training job from config to results: runtime, data, recipe, resume, the loop, and what is written at the end."""
+
+import platform
+import time
+from datetime import datetime, timezone
+
+import torch
+import torch.distributed as dist
+
+import trainjob
+from trainjob import contract, runtime
+from trainjob.checkpoint import Checkpoints, check_compatible
+from trainjob.config import Config
+from trainjob.data import load_dataset
+from trainjob.engine import Trainer, evaluate, per_class_accuracy, steps_per_epoch
+from trainjob.errors import DataError
+from trainjob.files import clear_failure, prepare_output_dir, save_torch
+from trainjob.recipes import get_recipe
+from trainjob.report import plot_confusion, plot_training_curves, write_summary
+from trainjob.signals import StopRequest
+from trainjob.tracking import Progress, Tracker, azure_run, read_metrics
+
+
+def train(cfg: Config, stop: StopRequest, started: float) -> dict | None:
+    """Run the job; returns the summary on the main process (None on other ranks)."""
+    d = runtime.distributed_from_env()
+    device = runtime.init_distributed(d, runtime.choose_device(cfg.device))
+    try:
+        return _train(cfg, stop, started, d, device)
+    finally:
+        if d.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distributed, device) -> dict | None:
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    output_dir = prepare_output_dir(cfg.output_dir)
+    threads = runtime.set_threads(cfg.num_threads, d)
+    log = print if d.is_main else (lambda *_: None)
+    log(f"trainjob {trainjob.__version__}: recipe {cfg.recipe}, device {device}, {threads} threads"
+        + (f", process {d.rank} of {d.world_size}" if d.enabled else ""), flush=True)
+
+    data = load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                        cache_dir=cfg.cache_dir, demo=cfg.demo, log=log)
+    if len(data.train) < cfg.batch_size * d.world_size and get_recipe(cfg.recipe).drop_last:
+        raise DataError(f"only {len(data.train)} training images for --batch_size {cfg.batch_size} on "
+                        f"{d.world_size} process(es): add images or lower --batch_size")
+    if data.synthetic:
+        log("NOTE: training on SYNTHETIC data (--demo): the accuracy says nothing about real images", flush=True)
+
+    checkpoints = Checkpoints(output_dir)
+    found = checkpoints.find(cfg.resume)
+    if found:
+        check_compatible(found[0], found[1], cfg.to_dict(), data.classes)
+
+    torch.manual_seed(cfg.seed)  # model initialisation
+    recipe_cls = get_recipe(cfg.recipe)
+    steps = steps_per_epoch(len(data.train), cfg.batch_size, recipe_cls.drop_last, d)
+    recipe = recipe_cls(cfg, len(data.classes), cfg.image_size, steps, device, wrap=_ddp_wrapper(d, device))
+    run = azure_run() if d.is_main else None
+    tracker = Tracker(output_dir, enabled=d.is_main, run=run,
+                      truncate_at=found[0]["metrics_offset"] if found else None)
+
+    def save_checkpoint(state: dict):
+        if not d.is_main:
+            return None
+        return checkpoints.save({**state, "config": cfg.to_dict(), "classes": data.classes})
+
+    trainer = Trainer(recipe, data, cfg, device, d, tracker, Progress(cfg.progress, d.is_main), stop,
+                      save_checkpoint, started)
+    if found:
+        trainer.load_state(found[0])
+        log(f"resuming from {found[1]}: epoch {trainer.pos.epoch + 1}, step {trainer.pos.step}", flush=True)
+    try:
+        history = trainer.fit()
+        confusion = evaluate(recipe, data.test, len(data.classes), device, d)
+    finally:
+        tracker.close()
+    if not d.is_main:
+        return None
+
+    summary = {
+        "test_accuracy": float(confusion.diag().sum()) / max(1, int(confusion.sum())),
+        "per_class_accuracy": per_class_accuracy(confusion, data.classes),
+        "train_loss": history[-1]["train_loss"],
+        "train_seconds": trainer.pos.train_seconds,
+        "wall_seconds": time.monotonic() - started,
+        "images_per_second": len(data.train) * len(history) / max(trainer.pos.train_seconds, 1e-9),
+        "epochs": cfg.epochs,
+        "history": history,
+        "dataset": data.describe(),
+        "config": cfg.to_dict(),
+        **recipe.describe(),
+        "device": str(device),
+        "threads": threads,
+        "world_size": d.world_size,
+        "resumed_from": str(found[1]) if found else None,
+        "azureml_run_id": getattr(run, "id", None),
+        "confusion_matrix": confusion.tolist(),
+        "versions": {"trainjob": trainjob.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "started_at": started_at,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    save_torch({**recipe.export(), "classes": list(data.classes), "config": cfg.to_dict(),
+                "image_size": cfg.image_size, "recipe": cfg.recipe, "test_accuracy": summary["test_accuracy"]},
+               output_dir / contract.MODEL_FILE)
+    write_summary(output_dir, summary)
+    plot_training_curves(output_dir, read_metrics(output_dir))
+    plot_confusion(output_dir, confusion, data.classes)
+    tracker.final(summary)
+    clear_failure(output_dir)
+    print(f"Finished Training: test accuracy {summary['test_accuracy']:.2%} in {summary['train_seconds']:.1f} s "
+          f"of training; results in {output_dir}", flush=True)
+    return summary
+
+
+def _ddp_wrapper(d: runtime.Distributed, device):
+    if not d.enabled:
+        return lambda model: model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return lambda model: DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

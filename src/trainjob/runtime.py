@@ -1,0 +1,99 @@
+"""Where and how wide to run: the device, torch threads from the CPU quota, and torchrun/Azure ML distribution."""
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from trainjob import contract
+from trainjob.errors import UserError
+
+
+def cpu_quota(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """CPUs this process may really use: the cgroup quota and the affinity mask, not the host's core count.
+
+    In a container os.cpu_count() reports the host's cores; torch sized to those on a 2-CPU quota runs many times
+    slower from oversubscription.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_v2_quota(Path(cgroup_root)) or _cgroup_v1_quota(Path(cgroup_root))
+    if quota:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cgroup_v2_quota(root: Path) -> float | None:
+    try:
+        limit, period = (root / "cpu.max").read_text().split()[:2]  # "200000 100000" or "max 100000"
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else int(limit) / int(period)
+
+
+def _cgroup_v1_quota(root: Path) -> float | None:
+    try:
+        limit = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if limit <= 0 or period <= 0 else limit / period
+
+
+def choose_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but no CUDA GPU is visible: use --device cpu (or auto), "
+                        "or run the container with --gpus all on a GPU machine")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env(environ=os.environ) -> Distributed:
+    """torchrun and Azure ML's PyTorch distribution both set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT."""
+    def read(name: str, default: int) -> int:
+        value = environ.get(name, "")
+        try:
+            return int(value) if value else default
+        except ValueError:
+            raise UserError(f"environment variable {name} must be a whole number, got {value!r}") from None
+
+    world = read(contract.ENV_WORLD_SIZE, 1)
+    return Distributed(rank=read(contract.ENV_RANK, 0), world_size=world, local_rank=read(contract.ENV_LOCAL_RANK, 0),
+                       local_world_size=read(contract.ENV_LOCAL_WORLD_SIZE, 1))
+
+
+def init_distributed(d: Distributed, device: torch.device) -> torch.device:
+    """Join the process group (gloo on CPU, nccl on CUDA); returns this rank's device."""
+    if not d.enabled:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
+    return device
+
+
+def set_threads(requested: int, d: Distributed) -> int:
+    """torch threads: the flag if given, else this process's share of the CPU quota."""
+    threads = requested or max(1, cpu_quota() // max(1, d.local_world_size))
+    torch.set_num_threads(threads)
+    return threads

@@ -1,0 +1,125 @@
+"""Where metrics go: stdout, <output_dir>/metrics.jsonl, and the Azure ML run when inside one.
+
+Only the main process (rank 0) tracks. metrics.jsonl is the record plots and summaries are made from; a resumed run
+truncates it back to where its checkpoint was taken, so it reads as if the run had never stopped.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from trainjob import contract
+
+
+def azure_run():
+    """The Azure ML Run this process belongs to, or None outside Azure ML (or without azureml-core installed).
+
+    Azure ML sets AZUREML_RUN_ID inside a run; outside one Run.get_context() returns an offline run whose log() only
+    prints, so the SDK (slow to import) is not loaded at all then.
+    """
+    if not os.environ.get(contract.ENV_AZUREML_RUN_ID):
+        return None
+    try:
+        from azureml.core import Run
+    except ImportError:
+        print("warning: inside an Azure ML run but azureml-core is not installed: metrics go to metrics.jsonl only "
+              "(install trainjob[azure] in the image)", flush=True)
+        return None
+    run = Run.get_context()
+    return None if type(run).__name__ == "_OfflineRun" else run
+
+
+class Tracker:
+    def __init__(self, output_dir: Path, enabled: bool, run=None, truncate_at: int | None = None):
+        self.enabled = enabled
+        self.run = run
+        self.path = Path(output_dir) / contract.METRICS_FILE
+        self._file = None
+        if enabled:
+            self._file = open(self.path, "a+b")
+            self._file.truncate(truncate_at or 0)  # a fresh run starts empty; a resumed one where it checkpointed
+            self._file.seek(0, os.SEEK_END)
+
+    @property
+    def offset(self) -> int:
+        """Bytes of metrics.jsonl written so far: stored in checkpoints."""
+        return self._file.tell() if self._file else 0
+
+    def loss(self, epoch: int, step: int, global_step: int, value: float) -> None:
+        if not self.enabled:
+            return
+        print(f"[{epoch + 1}, {step:5d}] loss: {value:.3f}", flush=True)  # the tutorial's line
+        self._record({"type": "loss", "epoch": epoch + 1, "step": step, "global_step": global_step, "loss": value})
+        if self.run is not None:
+            self.run.log("loss", value)
+
+    def epoch(self, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        print(f"epoch {metrics['epoch']}: train loss {metrics['train_loss']:.4f}, "
+              f"test accuracy {metrics['test_accuracy']:.2%}, {metrics['images_per_second']:.0f} images/s", flush=True)
+        self._record({"type": "epoch", **metrics})
+        if self.run is not None:
+            for name in ("train_loss", "test_accuracy", "images_per_second"):
+                self.run.log(name, metrics[name])
+
+    def final(self, summary: dict) -> None:
+        if self.enabled and self.run is not None:
+            self.run.log("final_test_accuracy", summary["test_accuracy"])
+            self.run.log("train_seconds", summary["train_seconds"])
+
+    def _record(self, obj: dict) -> None:
+        self._file.write((json.dumps(obj) + "\n").encode())
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+            self._file = None
+
+
+def read_metrics(output_dir: Path) -> list[dict]:
+    path = Path(output_dir) / contract.METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Progress:
+    """A tqdm bar on a terminal; in container and cloud logs, a plain line every `every` seconds."""
+
+    def __init__(self, mode: str, enabled: bool, every: float = 30.0):
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        self.mode = mode if enabled else "off"
+        self.every = every
+        self._bar = None
+
+    def start(self, epoch: int, epochs: int, total: int, done: int) -> None:
+        self._epoch, self._epochs, self._total, self._done = epoch, epochs, total, done
+        self._last = self._t0 = time.monotonic()
+        if self.mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=done, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
+                             dynamic_ncols=True, leave=False)
+
+    def update(self, done: int) -> None:
+        if self._bar is not None:
+            self._bar.update(done - self._done)
+            self._done = done
+        elif self.mode == "lines":
+            now = time.monotonic()
+            if now - self._last >= self.every:
+                rate = (done - self._done) / max(now - self._t0, 1e-9)
+                eta = (self._total - done) / max(rate, 1e-9)
+                print(f"epoch {self._epoch + 1}/{self._epochs}: {done}/{self._total} steps "
+                      f"({done / self._total:.0%}), {rate:.0f} steps/s, about {eta:.0f} s left", flush=True)
+                self._last = now
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
