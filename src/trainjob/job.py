@@ -35,14 +35,16 @@ def train(cfg: Config, stop: StopRequest, started: float) -> dict | None:
 def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distributed, device) -> dict | None:
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     output_dir = prepare_output_dir(cfg.output_dir)
-    threads = runtime.set_threads(cfg.num_threads, d)
+    recipe_cls = get_recipe(cfg.recipe)
+    threads = runtime.set_threads(cfg.num_threads, d, recipe_cls.max_threads(cfg))
     log = print if d.is_main else (lambda *_: None)
     log(f"trainjob {trainjob.__version__}: recipe {cfg.recipe}, device {device}, {threads} threads"
         + (f", process {d.rank} of {d.world_size}" if d.enabled else ""), flush=True)
 
     data = load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
                         cache_dir=cfg.cache_dir, demo=cfg.demo, log=log)
-    if len(data.train) < cfg.batch_size * d.world_size and get_recipe(cfg.recipe).drop_last:
+    steps = steps_per_epoch(len(data.train), cfg.batch_size, recipe_cls.drop_last, d)
+    if steps == 0:
         raise DataError(f"only {len(data.train)} training images for --batch_size {cfg.batch_size} on "
                         f"{d.world_size} process(es): add images or lower --batch_size")
     if data.synthetic:
@@ -54,8 +56,6 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         check_compatible(found[0], found[1], cfg.to_dict(), data.classes)
 
     torch.manual_seed(cfg.seed)  # model initialisation
-    recipe_cls = get_recipe(cfg.recipe)
-    steps = steps_per_epoch(len(data.train), cfg.batch_size, recipe_cls.drop_last, d)
     recipe = recipe_cls(cfg, len(data.classes), cfg.image_size, steps, device, wrap=_ddp_wrapper(d, device))
     run = azure_run() if d.is_main else None
     tracker = Tracker(output_dir, enabled=d.is_main, run=run,

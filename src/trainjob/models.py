@@ -33,3 +33,55 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {"net": Net}
 
 def build_model(arch: str, **kwargs) -> nn.Module:
     return ARCHITECTURES[arch](**kwargs)
+
+
+class FastNet(nn.Module):
+    """airbench94's net (KellerJordan/cifar10-airbench) for any image size: a frozen 2x2 whitening conv, three
+    conv-pool-BN-GELU groups and a global max pool, so 24x24 or 96x96 inputs and any class count work unchanged.
+
+    The fast recipe passes every argument (its hyperparameter block is the one source); model.pt records them.
+    """
+
+    def __init__(self, num_classes: int = 10, image_size: int = 32, widths: tuple[int, ...] = (64, 256, 256),
+                 bn_momentum: float = 0.4, bn_eps: float = 1e-12, logit_scale: float = 1 / 9):
+        super().__init__()
+        kernel = 2
+        # 2 * 3 * 2 * 2 = 24 channels: each whitening eigen-filter and its negation (set from data by the recipe).
+        self.whiten = nn.Conv2d(3, 2 * 3 * kernel * kernel, kernel, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        size, groups, channels = image_size - kernel + 1, [], self.whiten.out_channels
+        for width in widths:
+            # Halve until 1x1; past that a pool would leave nothing (e.g. an 8x8 image has 7 -> 3 -> 1 -> 1).
+            groups.append(_FastGroup(channels, width, pool=size >= 2, bn_momentum=bn_momentum, bn_eps=bn_eps))
+            size, channels = (size // 2 if size >= 2 else size), width
+        self.groups = nn.Sequential(*groups)
+        self.head = nn.Linear(channels, num_classes, bias=False)
+        self.logit_scale = logit_scale
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) float, normalised -> (B, num_classes)
+        x = self.groups(F.gelu(self.whiten(x)))  # (B, widths[-1], h, w)
+        return self.head(x.amax(dim=(2, 3))) * self.logit_scale  # global max pool: any h, w
+
+
+class _FastGroup(nn.Module):
+    """conv3x3 -> maxpool2 -> BN -> GELU -> conv3x3 -> BN -> GELU. BN scales stay 1 (only biases learn)."""
+
+    def __init__(self, cin: int, cout: int, pool: bool, bn_momentum: float, bn_eps: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.norm1 = nn.BatchNorm2d(cout, eps=bn_eps, momentum=bn_momentum)
+        self.norm2 = nn.BatchNorm2d(cout, eps=bn_eps, momentum=bn_momentum)
+        for conv in (self.conv1, self.conv2):  # identity on the first cin channels: the group starts as a pass-through
+            nn.init.dirac_(conv.weight.data[:conv.in_channels])
+        for norm in (self.norm1, self.norm2):
+            norm.weight.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.norm1(self.pool(self.conv1(x))))
+        return F.gelu(self.norm2(self.conv2(x)))
+
+
+ARCHITECTURES["fastnet"] = FastNet

@@ -40,11 +40,11 @@ def load_model(path: str):
 
 def read_image(path: str, size: int) -> torch.Tensor:
     """One image file -> (3, size, size) uint8, prepared exactly as training prepared image folders."""
-    from trainjob.data.folders import decode_image
+    from trainjob.data.decode import UnreadableImage, decode_file
 
     try:
-        return torch.from_numpy(decode_image(path, size))
-    except (OSError, ValueError, SyntaxError) as e:
+        return torch.tensor(decode_file(path, size))  # a copy: PIL's buffer is read-only
+    except UnreadableImage as e:
         raise UserError(f"cannot read image {path}: {e}; expected an image file such as .jpg or .png") from None
 
 

@@ -92,8 +92,9 @@ def init_distributed(d: Distributed, device: torch.device) -> torch.device:
     return device
 
 
-def set_threads(requested: int, d: Distributed) -> int:
-    """torch threads: the flag if given, else this process's share of the CPU quota."""
-    threads = requested or max(1, cpu_quota() // max(1, d.local_world_size))
+def set_threads(requested: int, d: Distributed, useful: int | None = None) -> int:
+    """torch threads: the flag if given, else this process's share of the CPU quota, capped at what the recipe
+    can use."""
+    threads = requested or min(max(1, cpu_quota() // max(1, d.local_world_size)), useful or 1 << 16)
     torch.set_num_threads(threads)
     return threads

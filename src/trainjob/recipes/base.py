@@ -38,6 +38,11 @@ class Recipe:
         self.model = build_model(self.arch, **self.arch_kwargs).to(device)
         self.train_model = wrap(self.model)  # the DistributedDataParallel wrapper under torchrun, else the model
 
+    @classmethod
+    def max_threads(cls, cfg) -> int | None:
+        """The most torch threads that still speed this recipe up at cfg's batch size (None: no limit)."""
+        return None
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One optimisation step on a (B, 3, H, W) uint8 batch; returns the detached mean loss (0-d)."""
         raise NotImplementedError

@@ -5,6 +5,8 @@ from torch import nn
 
 from trainjob.recipes.base import Recipe, normalize
 
+SMALL_BATCH = 64  # images per step below which one torch thread trains Net fastest (see make bench)
+
 
 class TutorialRecipe(Recipe):
     name = "tutorial"
@@ -12,6 +14,12 @@ class TutorialRecipe(Recipe):
     defaults = {"learning_rate": 0.001, "momentum": 0.9, "epochs": 2, "batch_size": 4, "image_size": 32}
     mean = (0.5, 0.5, 0.5)
     std = (0.5, 0.5, 0.5)
+
+    @classmethod
+    def max_threads(cls, cfg):
+        # A batch of 4 through Net is ~1 MFLOP per layer: splitting it across threads costs more in
+        # synchronisation than it saves, and is many times slower when another process shares the cores.
+        return 1 if cfg.batch_size < SMALL_BATCH else None
 
     def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m):
         super().__init__(cfg, num_classes, image_size, steps_per_epoch, device, wrap)
