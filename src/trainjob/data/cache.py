@@ -1,0 +1,88 @@
+"""Decoded image-folder cache: one .npz per (dataset files, image size), outside the data folder.
+
+Decoding tens of thousands of JPEGs takes minutes on a small VM; reading the .npz back takes seconds. The key hashes the
+resolved data path and every file's relative path, size and mtime_ns, so any added, removed or rewritten file gives a
+new key. The train/test split is made after loading, so changing --seed or --val_fraction reuses the cache.
+"""
+
+import hashlib
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+CACHE_VERSION = 1  # bump when the decoding policy changes, so old caches are never read
+DEFAULT_CACHE_DIR = Path("~/.cache/trainjob")
+OFF = ("off", "none", "no", "false", "0")
+
+
+def resolve_cache_dir(cache_dir: str | None, data_root: Path, log: Callable[[str], None]) -> Path | None:
+    """The folder to cache in, or None (off, or unusable: a cache never stops a run)."""
+    if cache_dir is not None and cache_dir.strip().lower() in OFF:
+        return None
+    explicit = cache_dir is not None
+    folder = Path(cache_dir).expanduser() if explicit else DEFAULT_CACHE_DIR.expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        folder = folder.resolve()
+        usable = os.access(folder, os.W_OK | os.X_OK)
+    except OSError as e:
+        usable, reason = False, e.strerror or str(e)
+    else:
+        reason = "not writable"
+    if usable and folder.is_relative_to(data_root.resolve()):
+        usable, reason = False, "inside the data folder (it would change the dataset it caches)"
+    if not usable:
+        if explicit:  # the default location failing is normal (read-only home): stay quiet then
+            log(f"cache: not using {folder} ({reason}); decoding without a cache")
+        return None
+    return folder
+
+
+def cache_key(data_root: Path, layout: str, files: Iterable[tuple[bytes, int, int]], image_size: int) -> str:
+    """files: (relative path as bytes, size, mtime_ns) for every file in the dataset, in a fixed order."""
+    digest = hashlib.sha256()
+    digest.update(f"v{CACHE_VERSION}\0{layout}\0{image_size}\0".encode())
+    digest.update(os.fsencode(str(data_root.resolve())) + b"\0")
+    for rel, size, mtime_ns in files:
+        digest.update(rel + b"\0" + f"{size}\0{mtime_ns}\0".encode())
+    return digest.hexdigest()
+
+
+def cache_file(folder: Path, key: str) -> Path:
+    return folder / f"images-{key[:24]}.npz"
+
+
+def load(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when absent, unreadable or written for another key."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:  # allow_pickle=False: a cache file can never run code
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if str(arrays.get("key", "")) != key or "images" not in arrays or "labels" not in arrays:
+        return None
+    return arrays
+
+
+def save(path: Path, arrays: dict[str, np.ndarray], key: str, log: Callable[[str], None]) -> bool:
+    """Write atomically (temp file in the same folder, fsync, rename): a killed run never leaves half a cache."""
+    tmp = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", suffix=".npz", delete=False) as f:
+            tmp = f.name
+            np.savez(f, key=np.array(key), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return True
+    except OSError as e:
+        log(f"cache: could not write {path} ({e.strerror or e}); the next run decodes again")
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        return False

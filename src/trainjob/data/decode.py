@@ -1,0 +1,173 @@
+"""Decode image files into (3, S, S) uint8 arrays: any mode and size in, RGB at S x S out, bad files named.
+
+Policy (the same for training and for prediction, so use image_to_array for both):
+- orientation: EXIF rotation applied (phone photos are stored sideways);
+- size: shorter side resized to S (antialiased bilinear), then the centre S x S cropped: no distortion, edges lost;
+- 16-bit (I;16*, I) scaled by 255/65535, not clipped; float (F) taken as 0-1 if its maximum is <= 1, else 0-255;
+- transparency (LA, RGBA, P with a transparent colour): composited over black, so hidden colours carry no signal;
+- CMYK, YCbCr, palette, 1-bit and greyscale: converted to RGB; animated files: first frame.
+"""
+
+import concurrent.futures
+import errno
+import math
+import multiprocessing
+import os
+import struct
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_IMAGE_PIXELS = 64_000_000  # larger images are skipped as possible decompression bombs (PIL's default is ~89 M)
+PARALLEL_MIN_FILES = 256  # below this, a process pool costs more than it saves
+PROGRESS_EVERY_S = 5.0  # seconds between progress lines when stderr is not a terminal
+
+# What PIL raises for a file it cannot decode; anything else is a bug in trainjob and keeps its traceback.
+_UNDECODABLE = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError,
+                Image.DecompressionBombWarning)
+
+
+class UnreadableImage(Exception):
+    """A file that is skipped; the message is the short reason users see."""
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        wide = np.asarray(im, dtype=np.float64)  # (H, W) in 0-65535
+        return Image.fromarray(np.clip(np.rint(wide * (255 / 65535)), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "F":
+        values = np.nan_to_num(np.asarray(im, dtype=np.float64))  # (H, W)
+        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("LA", "La", "PA", "RGBA", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def image_to_array(im: Image.Image, size: int) -> np.ndarray:
+    """An opened PIL image -> (3, size, size) uint8 by the module's policy."""
+    im = ImageOps.exif_transpose(im)
+    rgb = _to_rgb(im)
+    fitted = ImageOps.fit(rgb, (size, size), method=Image.Resampling.BILINEAR, centering=(0.5, 0.5))
+    return np.asarray(fitted, dtype=np.uint8).transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"too large (over {MAX_IMAGE_PIXELS // 1_000_000} megapixels, possible decompression bomb)"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image (format not recognised)"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, OSError) and error.errno == errno.ELOOP:
+        return "symlink loop"
+    if isinstance(error, (FileNotFoundError, IsADirectoryError)):
+        return "vanished or not a file"
+    return "corrupt or truncated image"
+
+
+def decode_file(path: str, size: int) -> np.ndarray:
+    """One file -> (3, size, size) uint8; raises UnreadableImage with a short reason."""
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # PIL warns above this and raises above twice this
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale still >= size (much faster)
+                return image_to_array(im, size)
+    except _UNDECODABLE as e:
+        raise UnreadableImage(_reason(e)) from e
+
+
+def _decode_chunk(paths: list[str], size: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Worker: decode paths -> ((k, 3, size, size) uint8 with zeros where unreadable, [(index in chunk, reason)])."""
+    out = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
+    failures = []
+    for i, path in enumerate(paths):
+        try:
+            out[i] = decode_file(path, size)
+        except UnreadableImage as e:
+            failures.append((i, str(e)))
+    return out, failures
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity, further limited by a cgroup v2 CPU quota (docker --cpus)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota visible: affinity is the limit
+    return max(1, cpus)
+
+
+class _Progress:
+    """A tqdm bar on a terminal, else a log line every few seconds (container logs have no terminal)."""
+
+    def __init__(self, total: int, log: Callable[[str], None]):
+        self.total, self.done, self.log = total, 0, log
+        self.start = self.last = time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="decoding images", unit="img", file=sys.stderr)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S and self.done < self.total:
+            rate = self.done / (now - self.start)
+            self.log(f"decoding images: {self.done}/{self.total} ({rate:.0f}/s, "
+                     f"about {(self.total - self.done) / max(rate, 1e-9):.0f} s left)")
+            self.last = now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def decode_all(paths: list[str], size: int, log: Callable[[str], None],
+               workers: int | None = None) -> tuple[np.ndarray, dict[int, str]]:
+    """Decode every path once -> ((N, 3, size, size) uint8, {index: reason} for unreadable ones, rows zero)."""
+    workers = workers or available_cpus()
+    images = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
+    failures: dict[int, str] = {}
+    chunk = max(16, min(512, math.ceil(len(paths) / (workers * 4)))) if paths else 1
+    starts = list(range(0, len(paths), chunk))
+    progress = _Progress(len(paths), log)
+    try:
+        if len(paths) < PARALLEL_MIN_FILES or workers == 1 or len(starts) == 1:
+            for start in starts:
+                _store(images, failures, start, _decode_chunk(paths[start:start + chunk], size))
+                progress.update(len(paths[start:start + chunk]))
+            return images, failures
+        # fork: workers inherit the imported modules instantly (spawn would re-import torch in each)
+        context = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(starts)), mp_context=context) as pool:
+            futures = {pool.submit(_decode_chunk, paths[s:s + chunk], size): s for s in starts}
+            for future in concurrent.futures.as_completed(futures):
+                start = futures[future]
+                _store(images, failures, start, future.result())
+                progress.update(min(chunk, len(paths) - start))
+    finally:
+        progress.close()
+    return images, failures
+
+
+def _store(images: np.ndarray, failures: dict[int, str], start: int, result) -> None:
+    decoded, chunk_failures = result
+    images[start:start + len(decoded)] = decoded
+    failures.update({start + i: reason for i, reason in chunk_failures})

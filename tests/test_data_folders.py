@@ -1,0 +1,242 @@
+"""Image folders as users hand them over: train/test, train/val, one tree, odd formats, bad files, the cache."""
+
+import os
+import shutil
+import struct
+import zlib
+
+import datagen
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainjob.data import decode, load_dataset
+from trainjob.errors import DataError
+
+
+def load(path, **overrides):
+    lines = []
+    kwargs = {"image_size": 32, "val_fraction": 0.25, "seed": 0, "cache_dir": "off", "demo": False,
+              "log": lines.append, **overrides}
+    return load_dataset(str(path), **kwargs), lines
+
+
+def load_error(path, **overrides) -> str:
+    with pytest.raises(DataError) as info:
+        load(path, **overrides)
+    message = str(info.value)
+    assert "\n" not in message, "a user error is one line"
+    return message
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height: a decompression bomb that costs nothing to write."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_train_and_test_or_val_folders(tmp_path, split):
+    datagen.write_image_folders(tmp_path, classes=("ship", "cat", "dog"), split=split)
+    ds, lines = load(tmp_path)
+    assert lines[3] == str(sorted(["train", split]))
+    assert ds.format == "image-folders" and ds.test_split == split
+    assert ds.classes == ["cat", "dog", "ship"], "class order = sorted folder names"
+    assert (len(ds.train), len(ds.test)) == (36, 12)
+    assert ds.train.images.shape == (36, 3, 32, 32) and ds.train.images.dtype == torch.uint8
+    assert torch.bincount(ds.test.labels).tolist() == [4, 4, 4]
+    assert "dataset: image-folders, 3 classes, 36 train / 12 test images" in lines[-1]
+
+
+def test_single_tree_is_split_per_class_by_seed(tmp_path):
+    datagen.write_image_folders(tmp_path, split=None)  # 16 images per class
+    first, _ = load(tmp_path, seed=1)
+    again, _ = load(tmp_path, seed=1)
+    other, _ = load(tmp_path, seed=2)
+    assert first.format == "image-folder-split" and first.test_split == "held-out 25% per class (seed 1)"
+    assert torch.bincount(first.test.labels).tolist() == [4, 4, 4]
+    assert torch.bincount(first.train.labels).tolist() == [12, 12, 12]
+    assert torch.equal(first.test.images, again.test.images)
+    assert not torch.equal(first.test.images, other.test.images)
+
+
+def test_train_alone_holds_out_part_of_train(tmp_path):
+    datagen.write_image_folders(tmp_path, split="test")
+    shutil.rmtree(tmp_path / "test")
+    ds, lines = load(tmp_path)
+    assert ds.format == "image-folder-split" and ds.test_split == "held-out 25% of train/ per class (seed 0)"
+    assert any("train/ has no test/ or val/ beside it" in line for line in lines)
+
+
+def test_every_mode_size_and_extension_becomes_rgb_at_image_size(tmp_path):
+    modes = ("L", "LA", "RGBA", "P", "I;16", "I", "F", "CMYK", "RGB", "1")
+    datagen.write_image_folders(tmp_path, modes=modes, size=[(32, 32), (64, 40), (20, 28), (300, 17)],
+                                extensions=(".png", ".JPG", ".jpeg", ".bmp", ".TIFF", ".webp", ".gif"))
+    names = {p.suffix for p in (tmp_path / "train").rglob("*.*")}
+    assert {".png", ".JPG", ".jpeg", ".tif", ".TIFF"} <= names
+    ds, _ = load(tmp_path, image_size=24)
+    assert ds.skipped == [] and (len(ds.train), len(ds.test)) == (36, 12)
+    assert ds.train.images.shape == (36, 3, 24, 24)
+
+
+def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
+    for cls, value in (("half", 32768), ("full", 65535)):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), value, np.uint16)).save(tmp_path / cls / f"{i}.png")
+    ds, _ = load(tmp_path, image_size=8)
+    pairs = zip(ds.train.images, ds.train.labels, strict=True)
+    means = {ds.classes[int(label)]: int(img.float().mean()) for img, label in pairs}
+    assert means == {"full": 255, "half": 128}
+
+
+def test_hidden_files_and_folders_are_ignored(tmp_path):
+    datagen.write_image_folders(tmp_path)
+    (tmp_path / "train" / "cat" / ".DS_Store").write_bytes(b"\0\0junk")
+    (tmp_path / "train" / "cat" / "._cat_000.png").write_bytes(b"resource fork")
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
+    shutil.copytree(tmp_path / "train" / "dog", tmp_path / "train" / "dog" / ".thumbnails")
+    ds, _ = load(tmp_path)
+    assert ds.classes == ["cat", "dog", "ship"] and len(ds.train) == 36 and ds.skipped == []
+
+
+def test_cache_hit_skips_decoding_and_a_changed_file_invalidates_it(tmp_path, monkeypatch):
+    data, cache_dir = tmp_path / "data", tmp_path / "cache"
+    datagen.write_image_folders(data)
+    first, lines = load(data, cache_dir=str(cache_dir))
+    assert any(line.startswith("decoding 48 images") for line in lines)
+    assert first.cache and os.path.dirname(first.cache) == str(cache_dir)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr("trainjob.data.folders.decode_all", no_decoding)
+    second, lines = load(data, cache_dir=str(cache_dir))
+    assert f"cache hit: {first.cache} (decoding skipped)" in lines
+    assert torch.equal(second.train.images, first.train.images) and second.classes == first.classes
+    monkeypatch.undo()
+
+    changed = data / "train" / "cat" / "cat_000.png"
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(changed)
+    third, lines = load(data, cache_dir=str(cache_dir))
+    assert not any(line.startswith("cache hit") for line in lines) and third.cache != first.cache
+    assert not list(cache_dir.glob(".tmp-*")), "no temp files left behind"
+
+
+def test_cache_off_and_cache_inside_the_data_folder(tmp_path):
+    datagen.write_image_folders(tmp_path)
+    ds, _ = load(tmp_path, cache_dir="off")
+    assert ds.cache is None
+    ds, lines = load(tmp_path, cache_dir=str(tmp_path / "cache"))
+    assert ds.cache is None and any("inside the data folder" in line for line in lines)
+
+
+def test_bad_files_are_skipped_and_counted(tmp_path):
+    datagen.write_image_folders(tmp_path)
+    cat = tmp_path / "train" / "cat"
+    (cat / "empty.png").write_bytes(b"")
+    (cat / "notes.jpg").write_text("this is not a picture")
+    good = (cat / "cat_000.png").read_bytes()
+    (cat / "cut.png").write_bytes(good[: len(good) // 2])
+    (cat / "readme.txt").write_text("hello")
+    (cat / "bomb.png").write_bytes(png_claiming_size(20_000, 20_000))
+    (cat / "big.png").write_bytes(png_claiming_size(9_000, 9_000))  # 81 MP: PIL only warns; we skip it
+    os.symlink("loop.png", cat / "loop.png")
+    ds, lines = load(tmp_path)
+    reasons = {os.path.basename(s["path"]): s["reason"] for s in ds.skipped}
+    assert reasons == {
+        "empty.png": "empty file",
+        "notes.jpg": "not an image (format not recognised)",
+        "cut.png": "corrupt or truncated image",
+        "readme.txt": "not an image file extension",
+        "bomb.png": "too large (over 64 megapixels, possible decompression bomb)",
+        "big.png": "too large (over 64 megapixels, possible decompression bomb)",
+        "loop.png": "symlink loop",
+    }
+    assert all(s["path"].startswith(os.path.join("train", "cat", "")) for s in ds.skipped)
+    assert len(ds.train) == 36 and "7 skipped files" in lines[-2]
+    assert lines[-1].startswith("skipped 7 unreadable files: ")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file_is_skipped(tmp_path):
+    datagen.write_image_folders(tmp_path)
+    (tmp_path / "train" / "cat" / "cat_000.png").chmod(0)
+    ds, _ = load(tmp_path)
+    assert ds.skipped == [{"path": os.path.join("train", "cat", "cat_000.png"), "reason": "permission denied"}]
+
+
+def test_permission_denied_is_skipped_even_as_root(tmp_path, monkeypatch):
+    datagen.write_image_folders(tmp_path)
+    locked = str(tmp_path / "train" / "dog" / "dog_003.png")
+    real_open = decode.Image.open
+
+    def open_as_unprivileged_user(path, *args, **kwargs):
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(decode.Image, "open", open_as_unprivileged_user)
+    ds, _ = load(tmp_path)
+    assert ds.skipped == [{"path": os.path.join("train", "dog", "dog_003.png"), "reason": "permission denied"}]
+
+
+def test_class_without_a_readable_image_fails(tmp_path):
+    datagen.write_image_folders(tmp_path)
+    for f in (tmp_path / "train" / "dog").iterdir():
+        f.write_bytes(b"")
+    message = load_error(tmp_path)
+    assert message.startswith("class folder train/dog/ has no readable image (12 files skipped, e.g. ")
+    assert "(empty file)" in message
+
+
+def test_train_and_test_classes_must_match(tmp_path):
+    datagen.write_image_folders(tmp_path)
+    shutil.rmtree(tmp_path / "test" / "ship")
+    (tmp_path / "test" / "bird").mkdir()
+    message = load_error(tmp_path)
+    assert "train/ and test/ must hold the same class folders" in message
+    assert "only in train/: ['ship'], only in test/: ['bird']" in message
+
+
+def test_class_with_a_single_image_stays_in_train(tmp_path):
+    datagen.write_image_folders(tmp_path, split=None, per_class_train=3, per_class_test=1)
+    for f in sorted((tmp_path / "ship").iterdir())[1:]:
+        f.unlink()
+    ds, lines = load(tmp_path)
+    assert torch.bincount(ds.train.labels).tolist() == [3, 3, 1]
+    assert "class 'ship' has a single readable image: kept in train, so the test set has none of it" in lines
+
+
+def test_non_utf8_names_do_not_crash(tmp_path):
+    datagen.write_image_folders(tmp_path, split=None)
+    root = os.fsencode(tmp_path)
+    os.rename(os.path.join(root, b"cat"), os.path.join(root, b"caf\xe9"))
+    good = os.path.join(root, b"caf\xe9", b"cat_000.png")
+    os.rename(good, os.path.join(root, b"caf\xe9", b"na\xefve.png"))
+    with open(os.path.join(root, b"dog", b"bro\xffken.png"), "wb") as f:
+        f.write(b"not a png")
+    ds, lines = load(tmp_path)
+    assert ds.classes == ["caf\\xe9", "dog", "ship"]
+    assert ds.skipped == [{"path": "dog/bro\\xffken.png", "reason": "not an image (format not recognised)"}]
+    assert len(ds.train) + len(ds.test) == 48
+    "\n".join(lines).encode("utf-8")  # every log line can be printed
+
+
+def test_parallel_decoding_matches_in_process(tmp_path, monkeypatch):
+    datagen.write_image_folders(tmp_path, modes=("RGB", "L", "P"), extensions=(".png", ".jpg"))
+    serial, _ = load(tmp_path)
+    monkeypatch.setattr(decode, "PARALLEL_MIN_FILES", 0)
+    monkeypatch.setattr(decode, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False)
+    lines = []
+    images, failures = decode.decode_all([str(p) for p in sorted(tmp_path.rglob("*.*"))], 32, lines.append, workers=2)
+    assert images.shape == (48, 3, 32, 32) and failures == {}
+    assert lines and lines[0].startswith("decoding images: 16/48 (")
+    parallel, _ = load(tmp_path)
+    assert torch.equal(parallel.train.images, serial.train.images)
