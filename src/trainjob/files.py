@@ -67,10 +67,11 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_failure(output_dir: str | os.PathLike | None, message: str) -> None:
-    """Leave the reason for a failed run beside its outputs, where the folder exists and is writable."""
-    if output_dir is None or not Path(output_dir).is_dir():
+    """Leave the reason for a failed run where its outputs would have gone, if that folder can be written."""
+    if output_dir is None:
         return
     try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
         atomic_write(Path(output_dir) / contract.FAILURE_FILE, lambda f: f.write(message.rstrip() + "\n"), binary=False)
     except (OSError, UserError):
         pass  # the original error is what matters; it is already on stderr

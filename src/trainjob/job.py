@@ -37,7 +37,7 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
     output_dir = prepare_output_dir(cfg.output_dir)
     recipe_cls = get_recipe(cfg.recipe)
     threads = runtime.set_threads(cfg.num_threads, d, recipe_cls.max_threads(cfg))
-    log = print if d.is_main else (lambda *_: None)
+    log = print if d.is_main else (lambda *args, **kwargs: None)  # other ranks train silently
     log(f"trainjob {trainjob.__version__}: recipe {cfg.recipe}, device {device}, {threads} threads"
         + (f", process {d.rank} of {d.world_size}" if d.enabled else ""), flush=True)
 

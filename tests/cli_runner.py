@@ -1,0 +1,47 @@
+"""Run the real `train` CLI the way a user does, and read back what it leaves in the output folder."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_PATH", "OUTPUT_DIR", "AZUREML_RUN_ID", "RANK",
+                                                            "WORLD_SIZE", "LOCAL_RANK")}
+    env["TRAINJOB_CACHE_DIR"] = extra.pop("TRAINJOB_CACHE_DIR", "off")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_train(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300,
+              command: list[str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m trainjob ARGS` (or command + ARGS); stdout and stderr captured as text."""
+    cmd = (command or [sys.executable, "-m", "trainjob"]) + [str(a) for a in args]
+    return subprocess.run(cmd, cwd=cwd or REPO, env=env or cli_env(), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def summary(output_dir: Path) -> dict:
+    return json.loads((Path(output_dir) / "summary.json").read_text())
+
+
+def weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(Path(output_dir) / "model.pt", weights_only=True)["state_dict"]
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *phrases: str) -> str:
+    """Exit 2, one line on stderr naming the problem, no traceback; returns that line."""
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+    return lines[0]
