@@ -88,4 +88,4 @@ push-image: venv ## Push the image to the workspace registry and register it as 
 	$(PY) scripts/aml/push_image.py --image "$(IMAGE)" --tag "$(TAG)" $(AML_ARGS)
 
 submit-aml: venv ## Submit the tutorial's run on cpu-cluster with the image; DRY_RUN=1 prints it without Azure.
-	$(PY) scripts/aml/submit.py $(if $(DRY_RUN),--dry-run) $(AML_ARGS)
+	@$(PY) scripts/aml/submit.py $(if $(DRY_RUN),--dry-run) $(AML_ARGS)

@@ -1,0 +1,287 @@
+"""What every Azure ML control script shares: the tutorial's names, the workspace flags, sign-in, and error mapping.
+
+These scripts run on your machine and drive Azure ML (SDK v1, azureml-core). They never run inside the image, and
+the training package never imports them. Every Azure call happens inside main(); importing a script does nothing.
+
+Exit codes (the same for every script in scripts/aml/):
+    0    done
+    1    internal error: a traceback follows, please report it
+    2    something you can fix: missing .azureml/config.json, not signed in, SDK not installed, bad data, bad flag
+    3    the Azure ML run ended Failed or Canceled (submit.py --wait); its status and log path are printed
+    130  stopped with Ctrl-C (a submitted run keeps running; its Studio URL was printed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# --- Tutorial values (https://learn.microsoft.com/azure/machine-learning/tutorial-1st-experiment-bring-data) -------
+CONFIG_FILE = ".azureml/config.json"  # written by `make workspace` (Workspace.write_config)
+COMPUTE_NAME = "cpu-cluster"
+VM_SIZE = "STANDARD_D2_V2"
+MIN_NODES = 0
+MAX_NODES = 4
+IDLE_SECONDS = 2400  # seconds idle before the cluster scales down to MIN_NODES
+DATASTORE_PATH = "datasets/cifar10"  # folder on the default datastore the data is uploaded to and mounted from
+EXPERIMENT = "day1-experiment-data"
+INPUT_NAME = "input"  # the dataset's name inside the run: as_named_input('input')
+TUTORIAL_ARGS = ("--learning_rate", "0.003", "--momentum", "0.92")  # after --data_path <dataset>
+
+# --- This project's image ---------------------------------------------------------------------------------------
+ENVIRONMENT = "trainjob"  # Azure ML environment name; names starting with AzureML or Microsoft are reserved
+INTERPRETER = "/opt/venv/bin/python"  # the image's venv python, which has trainjob and azureml-core installed
+DEFAULT_DATASTORE = "workspaceblobstore"  # Azure ML's default datastore name; used offline by --dry-run
+
+# --- Exit codes ---------------------------------------------------------------------------------------------------
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USER = 2
+EXIT_RUN_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+CLOUDS = ("AzureCloud", "AzureChinaCloud", "AzureUSGovernment")
+
+
+class AmlError(Exception):
+    """Something the user can fix. Printed as one line, without a traceback."""
+
+    exit_code = EXIT_USER
+
+
+class NotSignedIn(AmlError):
+    pass
+
+
+class RunFailed(AmlError):
+    exit_code = EXIT_RUN_FAILED
+
+
+# --- Flags --------------------------------------------------------------------------------------------------------
+def add_workspace_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("workspace and sign-in (flags override the values in the config file)")
+    g.add_argument("--config", default=CONFIG_FILE, help="workspace config file written by `make workspace`")
+    g.add_argument("--subscription-id", help="Azure subscription ID")
+    g.add_argument("--resource-group", help="resource group of the workspace")
+    g.add_argument("--workspace-name", help="Azure ML workspace name")
+    g.add_argument("--auth", default="cli", choices=["cli", "interactive", "msi", "sp"],
+                   help="cli: your `az login`; interactive: browser sign-in; msi: the machine's managed identity; "
+                   "sp: service principal from AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET")
+    g.add_argument("--tenant-id", help="tenant to sign in to (interactive)")
+    g.add_argument("--cloud", default="AzureCloud", choices=CLOUDS, help="Azure cloud")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, unless there is none to show."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, [], argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=description, formatter_class=_Help)
+
+
+# --- SDK, sign-in and workspace -----------------------------------------------------------------------------------
+def import_sdk():
+    """Import azureml.core, or say how to install it."""
+    try:
+        import azureml.core
+    except ImportError as e:
+        raise AmlError(f"the Azure ML SDK (azureml-core) is not installed for {sys.executable} ({e.name} missing): "
+                       "run `make venv` (or pip install 'trainjob[azure]')") from None
+    return azureml.core
+
+
+def coordinates(args, *, required: bool = True) -> dict | None:
+    """Subscription, resource group and workspace name: flags over the config file. None if neither gives all."""
+    found = {}
+    path = Path(args.config)
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise AmlError(f"{path} is not valid JSON ({e}): rerun `make workspace` to rewrite it") from None
+        if found.get("Scope"):  # Workspace.write_config's form: an ARM scope
+            parts = found["Scope"].split("/")  # /subscriptions/S/resourceGroups/R/providers/P/workspaces/W
+            found = {"subscription_id": parts[2], "resource_group": parts[4], "workspace_name": parts[8]}
+    coords = {
+        "subscription_id": args.subscription_id or found.get("subscription_id"),
+        "resource_group": args.resource_group or found.get("resource_group"),
+        "workspace_name": args.workspace_name or found.get("workspace_name"),
+    }
+    if all(coords.values()):
+        return coords
+    if not required:
+        return None
+    if not path.is_file():
+        raise AmlError(f"no workspace config: {path} not found; run `make workspace` to write it "
+                       "(or pass --subscription-id, --resource-group and --workspace-name)")
+    missing = ", ".join(k for k, v in coords.items() if not v)
+    raise AmlError(f"{path} lacks {missing}: rerun `make workspace` or pass the matching flag")
+
+
+def make_auth(args):
+    """The SDK authentication object for --auth. Built with an explicit cloud, so no cloud-metadata download."""
+    import_sdk()
+    from azureml.core import authentication as a
+
+    if args.auth == "cli":
+        return a.TokenAuthentication(_AzureCliToken(), cloud=args.cloud)
+    if args.auth == "interactive":
+        return a.InteractiveLoginAuthentication(tenant_id=args.tenant_id, cloud=args.cloud)
+    if args.auth == "msi":
+        return a.MsiAuthentication(cloud=args.cloud)
+    names = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise AmlError(f"--auth sp needs the environment variables {', '.join(missing)}")
+    return a.ServicePrincipalAuthentication(tenant_id=os.environ[names[0]], service_principal_id=os.environ[names[1]],
+                                            service_principal_password=os.environ[names[2]], cloud=args.cloud)
+
+
+class _AzureCliToken:
+    """Tokens from `az account get-access-token` (azure-identity's AzureCliCredential), cached until near expiry.
+
+    The SDK's own AzureCliAuthentication needs azure-cli installed in this venv; this only needs `az` on PATH.
+    """
+
+    def __init__(self):
+        self._cache: dict[str, tuple[str, float]] = {}
+
+    def __call__(self, resource: str) -> str:
+        token, expires = self._cache.get(resource, ("", 0.0))
+        if time.time() < expires - 300:
+            return token
+        from azure.core.exceptions import ClientAuthenticationError
+        from azure.identity import AzureCliCredential, CredentialUnavailableError
+        from azureml._vendor.azure_cli_core.auth.util import resource_to_scopes
+
+        # azure-identity also logs each failure as a warning; the one-line error below says it all.
+        logging.getLogger("azure.identity").setLevel(logging.ERROR)
+        try:
+            got = AzureCliCredential().get_token(*resource_to_scopes(resource))
+        except CredentialUnavailableError as e:
+            if "not found" in str(e).lower() or "not installed" in str(e).lower():
+                raise NotSignedIn("the Azure CLI (`az`) is not on PATH: install it and run `az login` "
+                                  "(or pass --auth interactive)") from None
+            raise NotSignedIn("not signed in to Azure: run `az login` (then `az account set --subscription ID` "
+                              "if you have several)") from None
+        except ClientAuthenticationError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise NotSignedIn(f"Azure sign-in failed ({first}): run `az login` again") from None
+        self._cache[resource] = (got.token, float(got.expires_on))
+        return got.token
+
+
+def load_workspace(args):
+    """The workspace named by the config file and flags, checked against the service."""
+    c = coordinates(args)  # before the slow SDK import: a missing config is reported at once
+    core = import_sdk()
+    auth = make_auth(args)
+    if not (args.subscription_id or args.resource_group or args.workspace_name):
+        # The tutorial's way; the path is explicit so a config.json in a parent folder is never picked up.
+        return core.Workspace.from_config(path=args.config, auth=auth)
+    return core.Workspace.get(c["workspace_name"], auth=auth, subscription_id=c["subscription_id"],
+                              resource_group=c["resource_group"], cloud=args.cloud)
+
+
+def no_dataprep_telemetry() -> None:
+    """Keep --dry-run off the network: the first FileDataset starts azureml-dataprep's Rust engine, which sends usage
+    telemetry to dc.services.visualstudio.com (and waits ~3 s at exit when it cannot). The mode the SDK uses for
+    high-business-impact workspaces sends none; that switch is a module global (azureml-dataprep 5.5)."""
+    from azureml.dataprep.api import _rslex_executor
+
+    _rslex_executor.HBI_MODE = True
+
+
+def offline_workspace(args):
+    """A Workspace object built without any service call, for --dry-run and tests. Labelled values when no config."""
+    core = import_sdk()
+    from azureml.core.authentication import TokenAuthentication
+
+    no_dataprep_telemetry()
+    c = coordinates(args, required=False)
+    source = args.config if c else "offline (no workspace config: labels, not a real workspace)"
+    c = c or {"subscription_id": "dry-run-subscription", "resource_group": "dry-run-resource-group",
+              "workspace_name": "dry-run-workspace"}
+
+    def no_token(resource):
+        raise AssertionError(f"--dry-run asked for a token ({resource}): an SDK call reached for the service")
+
+    ws = core.Workspace(c["subscription_id"], c["resource_group"], c["workspace_name"],
+                        auth=TokenAuthentication(no_token, cloud=args.cloud), _disable_service_check=True)
+    return ws, {**c, "source": source}
+
+
+def git_sha(short: bool = True) -> str | None:
+    cmd = ["git", "rev-parse", "--short" if short else "--verify", "HEAD"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+# --- Error mapping ------------------------------------------------------------------------------------------------
+def _user_error_in_chain(exc: BaseException) -> AmlError | None:
+    """Our AmlError, even when the SDK wrapped it (as __cause__, __context__ or its inner_exception)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, AmlError):
+            return exc
+        exc = exc.__cause__ or getattr(exc, "inner_exception", None) or exc.__context__
+    return None
+
+
+def _one_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def run_main(main, argv=None) -> int:
+    """Call main(argv); a user error becomes one line on stderr and its exit code. Internal errors keep tracebacks."""
+    try:
+        main(argv)
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("stopped (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        mine = _user_error_in_chain(e)
+        if mine is None:
+            mine = _sdk_user_error(e)
+        if mine is None:
+            raise
+        print(f"error: {mine}", file=sys.stderr)
+        return mine.exit_code
+
+
+def _sdk_user_error(e: Exception) -> AmlError | None:
+    """The SDK's own user-facing exceptions as one line. Anything else is ours to fix and keeps its traceback."""
+    try:
+        from azureml.exceptions import (
+            AuthenticationException,
+            ComputeTargetException,
+            UserErrorException,
+            WorkspaceException,
+        )
+    except ImportError:
+        return None
+    message = _one_line(getattr(e, "message", None) or e)
+    if os.environ.get("AML_DEBUG"):
+        return None
+    if isinstance(e, AuthenticationException):
+        return NotSignedIn(f"Azure sign-in failed ({message}): run `az login` (or pass --auth interactive)")
+    if isinstance(e, (UserErrorException, WorkspaceException, ComputeTargetException)):
+        return AmlError(f"Azure ML: {message} (AML_DEBUG=1 shows the traceback)")
+    return None

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Put the image in the workspace's container registry and register it as an Azure ML environment.
+
+    make build && make push-image                      # docker tag + docker push IMAGE:TAG, then register
+    make push-image AML_ARGS=--workspace-build          # let the workspace build docker/Dockerfile instead
+    make push-image AML_ARGS=--dry-run                  # print the environment as the SDK serialises it, offline
+
+The environment has user-managed dependencies (Azure ML adds no conda layer) and runs the image's own python,
+/opt/venv/bin/python. An image in the workspace's registry needs no credentials: the workspace pulls it with its
+identity. For another private registry, give --registry with --registry-username and --registry-password-env (the
+password is stored in the environment definition, readable by workspace readers), or a managed identity that has
+AcrPull on it (--registry-identity-client-id / --registry-identity-resource-id). Idempotent: pushing the same tag
+again is a no-op for Docker, and registering an unchanged definition reuses its version.
+Exit codes: see common.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import common
+
+ACR_SUFFIX = {"AzureCloud": "azurecr.io", "AzureChinaCloud": "azurecr.cn", "AzureUSGovernment": "azurecr.us"}
+
+
+def build_parser():
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--image", default="trainjob", help="local image name (make build's IMAGE)")
+    p.add_argument("--tag", default=None, help="image tag (default: the git commit, as make build tags it)")
+    p.add_argument("--environment", default=common.ENVIRONMENT, help="Azure ML environment name to register")
+    p.add_argument("--interpreter", default=common.INTERPRETER, help="python inside the image")
+    p.add_argument("--registry", help="registry login server (default: the workspace's own registry)")
+    p.add_argument("--registry-username", help="user for a private registry other than the workspace's")
+    p.add_argument("--registry-password-env", metavar="VAR", help="environment variable holding that password")
+    p.add_argument("--registry-identity-client-id", help="managed identity (client ID) that may pull the image")
+    p.add_argument("--registry-identity-resource-id", help="managed identity (resource ID) that may pull the image")
+    p.add_argument("--skip-push", action="store_true", help="register only: the image is already in the registry")
+    p.add_argument("--workspace-build", action="store_true",
+                   help="let the workspace build --dockerfile (Environment.from_dockerfile) instead of pushing")
+    p.add_argument("--dockerfile", default="docker/Dockerfile", help="Dockerfile for --workspace-build")
+    p.add_argument("--dry-run", action="store_true", help="print the environment definition; contact nothing")
+    common.add_workspace_args(p)
+    return p
+
+
+def make_environment(name: str, image: str, interpreter: str = common.INTERPRETER, registry=None):
+    """The environment the run uses: this image as it is, with its own python. `registry`: a ContainerRegistry."""
+    common.import_sdk()
+    from azureml.core import Environment
+
+    env = Environment.from_docker_image(name, image, container_registry=registry)
+    env.python.user_managed_dependencies = True  # from_docker_image sets it; stated because the run depends on it
+    env.python.interpreter_path = interpreter  # the default, "python", is whatever PATH finds first
+    return env
+
+
+def container_registry(args):
+    """ContainerRegistry credentials for an external private registry, or None (workspace registry: none needed)."""
+    if not (args.registry_username or args.registry_identity_client_id or args.registry_identity_resource_id):
+        return None
+    if not args.registry:
+        raise common.AmlError("registry credentials need --registry (the login server they belong to)")
+    from azureml.core.container_registry import ContainerRegistry, RegistryIdentity
+
+    reg = ContainerRegistry()
+    reg.address = args.registry
+    if args.registry_username:
+        password = os.environ.get(args.registry_password_env or "", "")
+        if not password:
+            raise common.AmlError("--registry-username needs --registry-password-env VAR with VAR set to the password")
+        reg.username, reg.password = args.registry_username, password
+    else:
+        reg.registry_identity = RegistryIdentity()
+        reg.registry_identity.client_id = args.registry_identity_client_id
+        reg.registry_identity.resource_id = args.registry_identity_resource_id
+    return reg
+
+
+def workspace_registry(ws, cloud: str) -> tuple[str, str]:
+    """(name, login server) of the registry Azure ML created for the workspace."""
+    acr_id = ws.get_details().get("containerRegistry")
+    if not acr_id:
+        raise common.AmlError(f"workspace {ws.name} has no container registry yet (Azure ML creates it on the first "
+                              "image build): run once with --workspace-build, or pass --registry")
+    name = acr_id.rstrip("/").rsplit("/", 1)[-1]
+    return name, f"{name}.{ACR_SUFFIX[cloud]}"
+
+
+def docker(*argv: str, stdin: str | None = None) -> None:
+    exe = shutil.which("docker")
+    if exe is None:
+        raise common.AmlError("docker is not on PATH: install Docker, or use --workspace-build")
+    print("+ docker " + " ".join(argv), flush=True)
+    if subprocess.run([exe, *argv], input=stdin, text=True).returncode != 0:
+        raise common.AmlError(f"`docker {argv[0]}` failed (see its output above)")
+
+
+def push(args, local: str, remote: str, acr_name: str | None) -> None:
+    exe = shutil.which("docker")
+    if exe is None:
+        raise common.AmlError("docker is not on PATH: install Docker, or use --workspace-build")
+    if subprocess.run([exe, "image", "inspect", local], capture_output=True).returncode != 0:
+        raise common.AmlError(f"image {local} is not in the local Docker engine: run `make build` first")
+    if args.registry_username:
+        docker("login", args.registry, "--username", args.registry_username, "--password-stdin",
+               stdin=os.environ[args.registry_password_env])
+    elif acr_name:
+        az = shutil.which("az")
+        if az is None:
+            raise common.AmlError("`az acr login` needs the Azure CLI: install it and run `az login`")
+        print(f"+ az acr login --name {acr_name}", flush=True)
+        if subprocess.run([az, "acr", "login", "--name", acr_name]).returncode != 0:
+            raise common.AmlError(f"`az acr login --name {acr_name}` failed: run `az login`, and check you may push")
+    docker("tag", local, remote)
+    docker("push", remote)
+
+
+def workspace_build_environment(args):
+    """Environment.from_dockerfile: the workspace builds the Dockerfile itself, with no build context."""
+    path = Path(args.dockerfile)
+    if not path.is_file():
+        raise common.AmlError(f"{path} not found: --workspace-build builds that Dockerfile")
+    text = path.read_text()
+    # from_dockerfile sends the Dockerfile's text only; COPY/ADD of local files would find nothing to copy.
+    for n, line in enumerate(text.splitlines(), 1):
+        if re.match(r"\s*(COPY|ADD)\s", line, re.I) and "--from=" not in line:
+            raise common.AmlError(f"{path}:{n} copies files from the build context ({line.strip()}), which "
+                                  "--workspace-build does not send: build and push locally (make build push-image)")
+    common.import_sdk()
+    from azureml.core import Environment
+
+    env = Environment.from_dockerfile(args.environment, text)
+    env.python.user_managed_dependencies = True
+    env.python.interpreter_path = args.interpreter
+    return env
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    tag = args.tag or common.git_sha() or "dev"
+    local = f"{args.image}:{tag}"
+    common.import_sdk()
+    if args.dry_run:
+        from azureml.core._serialization_utils import _serialize_to_dict
+
+        if args.workspace_build:
+            env = workspace_build_environment(args)
+        else:
+            registry = args.registry or "offline-dry-run.azurecr.io"  # a label: the workspace's registry is not read
+            env = make_environment(args.environment, f"{registry}/{local}", args.interpreter, container_registry(args))
+        print(json.dumps({"dry_run": True, "environment": _serialize_to_dict(env)}, indent=2))
+        return
+    if args.workspace_build:
+        env = workspace_build_environment(args)
+        ws = common.load_workspace(args)
+        registered = env.register(ws)
+        print(f"registered environment {registered.name} version {registered.version}; building it in the "
+              "workspace (several minutes)")
+        registered.build(ws).wait_for_completion(show_output=True)
+        return
+    registry = container_registry(args)
+    ws = common.load_workspace(args)
+    acr_name, server = (None, args.registry) if args.registry else workspace_registry(ws, args.cloud)
+    remote = f"{server}/{local}"
+    if not args.skip_push:
+        push(args, local, remote, acr_name)
+    registered = make_environment(args.environment, remote, args.interpreter, registry).register(ws)
+    print(f"registered environment {registered.name} version {registered.version}: {remote}, "
+          f"python {args.interpreter}")
+
+
+if __name__ == "__main__":
+    sys.exit(common.run_main(main))
