@@ -1,0 +1,125 @@
+"""Preemption: SIGTERM or SIGKILL at any point, then the same command, ends exactly where an unstopped run ends."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runner import REPO, cli_env, run_train, summary, weights
+
+# --demo: 5,000 generated images, so 2 epochs are 2,500 steps of batch 4: long enough to stop in the middle.
+RUN = ["--demo", "--epochs", "2", "--log_interval", "50", "--progress", "off", "--num_threads", "1"]
+
+
+def start(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "trainjob", *RUN, "--output_dir", str(out), *extra], cwd=REPO,
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen, prefix: str) -> None:
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"the run ended before printing {prefix!r}: {proc.stderr.read()[-2000:]}")
+
+
+def outcome(out: Path) -> tuple[dict, list]:
+    s = summary(out)
+    return weights(out), [(h["train_loss"], h["test_accuracy"]) for h in s["history"]] + [s["test_accuracy"]]
+
+
+@pytest.fixture(scope="module")
+def unstopped(tmp_path_factory) -> tuple[dict, list]:
+    out = tmp_path_factory.mktemp("unstopped")
+    result = run_train(*RUN, "--output_dir", out)
+    assert result.returncode == 0, result.stderr
+    return outcome(out)
+
+
+def assert_same(out: Path, unstopped) -> None:
+    got_weights, got_metrics = outcome(out)
+    want_weights, want_metrics = unstopped
+    assert got_metrics == want_metrics
+    assert all(torch.equal(got_weights[k], want_weights[k]) for k in want_weights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_after", ["[1,   100]", "epoch 1:", "[2,   600]"])
+def test_sigterm_anywhere_then_same_command_gives_identical_result(tmp_path, unstopped, stop_after):
+    out = tmp_path / "o"
+    proc = start(out)
+    wait_for_line(proc, stop_after)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    stop_seconds = time.monotonic() - sent
+    assert proc.returncode == 143, stderr
+    assert stop_seconds < 5, f"took {stop_seconds:.1f} s to stop; docker stop allows 10"
+    failure = (out / "failure.txt").read_text()
+    assert failure.startswith("stopped by SIGTERM; resumable from ") and "latest.pt" in failure
+    assert not (out / "model.pt").exists()
+
+    resumed = run_train(*RUN, "--output_dir", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stdout
+    assert not (out / "failure.txt").exists()
+    assert_same(out, unstopped)
+    # metrics.jsonl reads as if the run had never stopped: no repeated or missing lines.
+    lines = [line for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 * (1250 // 50) + 2
+
+
+@pytest.mark.slow
+def test_sigkill_resumes_from_last_periodic_checkpoint_and_skips_a_corrupt_newest(tmp_path, unstopped):
+    out = tmp_path / "o"
+    proc = start(out, "--checkpoint_interval", "0.3")
+    wait_for_line(proc, "[2,   300]")
+    proc.kill()
+    proc.communicate(timeout=60)
+    checkpoints = out / "checkpoints"
+    assert (checkpoints / "latest.pt").exists() and (checkpoints / "previous.pt").exists()
+    # A torn newest checkpoint (as a full disk or a kill mid-copy leaves it) must fall back to the previous one.
+    latest = checkpoints / "latest.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])
+
+    resumed = run_train(*RUN, "--output_dir", out, "--checkpoint_interval", "0.3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "truncated or corrupt; trying the previous one" in resumed.stdout
+    assert "resuming from" in resumed.stdout and "previous.pt" in resumed.stdout
+    assert_same(out, unstopped)
+
+
+def test_checkpoint_from_other_settings_is_refused_with_the_fix(tmp_path):
+    out = tmp_path / "o"
+    first = run_train("--demo", "--epochs", "1", "--output_dir", out, "--progress", "off", "--log_interval", "500")
+    assert first.returncode == 0
+    again = run_train("--demo", "--epochs", "1", "--output_dir", out, "--learning_rate", "0.01")
+    assert again.returncode == 2
+    assert "was made with --learning_rate 0.001 but this run has --learning_rate 0.01" in again.stderr
+    assert "--resume never" in again.stderr
+    fresh = run_train("--demo", "--epochs", "1", "--output_dir", out, "--learning_rate", "0.01", "--resume", "never",
+                      "--progress", "off", "--log_interval", "500")
+    assert fresh.returncode == 0, fresh.stderr
+
+
+def test_finished_run_rerun_does_not_train_again(tmp_path):
+    out = tmp_path / "o"
+    args = ["--demo", "--epochs", "1", "--output_dir", out, "--progress", "off", "--log_interval", "500"]
+    assert run_train(*args).returncode == 0
+    first = summary(out)
+    again = run_train(*args)
+    assert again.returncode == 0 and "resuming from" in again.stdout
+    assert summary(out)["test_accuracy"] == first["test_accuracy"]
+
+
+def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "o"
+    result = run_train("--demo", "--epochs", "2", "--output_dir", out, "--learning_rate", "1e12",
+                       "--momentum", "0.99", "--progress", "off", "--checkpoint_interval", "0")
+    assert result.returncode == 3, result.stderr
+    assert "the training loss became" in result.stderr and "lower --learning_rate" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (out / "failure.txt").read_text().startswith("error: the training loss became")
