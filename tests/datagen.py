@@ -9,6 +9,7 @@ import pickle
 import struct
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -206,3 +207,13 @@ def write_image_folders(folder, classes: Sequence[str] = ("cat", "dog", "ship"),
                 img.save(root / cls / f"{cls}_{i:03d}{ext}", **({"quality": 95} if ext.lower() in (".jpg", ".jpeg")
                                                                   else {}))
     return folder
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height: a decompression bomb that costs nothing to write."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")

@@ -2,8 +2,6 @@
 
 import os
 import shutil
-import struct
-import zlib
 
 import datagen
 import numpy as np
@@ -28,16 +26,6 @@ def load_error(path, **overrides) -> str:
     message = str(info.value)
     assert "\n" not in message, "a user error is one line"
     return message
-
-
-def png_claiming_size(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height: a decompression bomb that costs nothing to write."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("split", ["test", "val"])
@@ -144,8 +132,8 @@ def test_bad_files_are_skipped_and_counted(tmp_path):
     good = (cat / "cat_000.png").read_bytes()
     (cat / "cut.png").write_bytes(good[: len(good) // 2])
     (cat / "readme.txt").write_text("hello")
-    (cat / "bomb.png").write_bytes(png_claiming_size(20_000, 20_000))
-    (cat / "big.png").write_bytes(png_claiming_size(9_000, 9_000))  # 81 MP: PIL only warns; we skip it
+    (cat / "bomb.png").write_bytes(datagen.png_claiming_size(20_000, 20_000))
+    (cat / "big.png").write_bytes(datagen.png_claiming_size(9_000, 9_000))  # 81 MP: PIL only warns; we skip it
     os.symlink("loop.png", cat / "loop.png")
     ds, lines = load(tmp_path)
     reasons = {os.path.basename(s["path"]): s["reason"] for s in ds.skipped}

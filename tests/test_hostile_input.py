@@ -1,0 +1,207 @@
+"""The bad-input corpus, through the whole CLI: every case is exit 2, one line naming the problem, no traceback,
+failure.txt, and the outputs and checkpoints of an earlier run left byte for byte as they were.
+
+Runs `trainjob.cli.run` in this process (the same code `train` runs) so thirty cases cost seconds, not minutes.
+Policy for files among images: unreadable ones are skipped and counted in summary.json; a class left with no
+readable image fails (see README, "Bad data").
+"""
+
+import errno
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datagen import png_claiming_size, write_cifar_batches, write_cifar_tar, write_image_folders, write_tar_members
+
+from trainjob import cli, files
+
+EARLIER = {"model.pt": b"earlier model", "summary.json": b'{"test_accuracy": 0.5}',
+           "checkpoints/latest.pt": b"earlier checkpoint"}
+
+
+class _WritesAFile:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _rewrite(batch: Path, **fields) -> None:
+    with open(batch, "rb") as f:
+        obj = pickle.load(f, encoding="latin1")
+    obj.update(fields)
+    with open(batch, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def _cifar(tmp: Path, **fields) -> Path:
+    batches = write_cifar_batches(tmp / "data", n_train=40, n_test=10)
+    if fields:
+        _rewrite(batches / "data_batch_1", **fields)
+    return tmp / "data"
+
+
+def _folders(tmp: Path, spoil=None) -> Path:
+    data = write_image_folders(tmp / "data", per_class_train=4, per_class_test=2)
+    if spoil:
+        spoil(data)
+    return data
+
+
+def _empty_class(data: Path, reason: str) -> None:
+    for f in (data / "train" / "dog").iterdir():
+        f.unlink()
+    target = data / "train" / "dog"
+    if reason == "zero-byte":
+        (target / "a.png").write_bytes(b"")
+    elif reason == "not-image":
+        (target / "a.jpg").write_text("plain text, not a JPEG")
+    elif reason == "symlink-loop":
+        os.symlink("b.png", target / "a.png")
+        os.symlink("a.png", target / "b.png")
+    elif reason == "bomb":
+        (target / "a.png").write_bytes(png_claiming_size(40_000, 40_000))  # 4.8 GB once decoded
+
+
+def _non_utf8_class(data: Path) -> None:
+    bad = os.fsencode(data / "train") + b"/caf\xe9"
+    os.mkdir(bad)
+    (Path(os.fsdecode(bad)) / "x.png").write_bytes(b"")
+    os.mkdir(os.fsencode(data / "test") + b"/caf\xe9")
+    (Path(os.fsdecode(os.fsencode(data / "test") + b"/caf\xe9")) / "y.png").write_bytes(b"")
+
+
+def _truncate(batch: Path) -> None:
+    batch.write_bytes(batch.read_bytes()[:500])
+
+
+CASES = {
+    "missing path": (lambda t: t / "nowhere", [], "does not exist"),
+    "path is a file": (lambda t: (t / "f.txt").write_text("x") and t / "f.txt", [], "is a file"),
+    "empty folder": (lambda t: (t / "data").mkdir() or t / "data", [], "is empty"),
+    "unknown layout": (lambda t: (t / "data").mkdir() or (t / "data" / "notes.txt").write_text("x") and t / "data",
+                       [], "expected"),
+    "truncated pickle": (lambda t: (_truncate(_cifar(t) / "cifar-10-batches-py" / "data_batch_2"), t / "data")[1],
+                         [], "truncated or corrupt"),
+    "wrong shape": (lambda t: _cifar(t, data=np.zeros((8, 100), np.uint8)), [], "expected (N, 3072)"),
+    "wrong dtype": (lambda t: _cifar(t, data=np.zeros((8, 3072), np.float32)), [], "expected a uint8 array"),
+    "label out of range": (lambda t: _cifar(t, labels=[42] * 8), [], "out of range"),
+    "count mismatch": (lambda t: _cifar(t, labels=[0] * 3), [], "expected one label per image"),
+    "corrupt tar.gz": (lambda t: (t / "data").mkdir() or (t / "data" / "cifar-10-python.tar.gz").write_bytes(
+        b"\x1f\x8b" + os.urandom(300)) and t / "data", [], "cannot read"),
+    "tar path traversal": (lambda t: (t / "data").mkdir() or write_tar_members(
+        t / "data" / "cifar-10-python.tar.gz", {"cifar-10-batches-py/../../../etc/evil": b"x"}).parent, [],
+        "points outside the archive"),
+    "class of zero-byte files": (lambda t: _folders(t, lambda d: _empty_class(d, "zero-byte")), [],
+                                 "has no readable image"),
+    "class of non-images": (lambda t: _folders(t, lambda d: _empty_class(d, "not-image")), [],
+                            "has no readable image"),
+    "class of symlink loops": (lambda t: _folders(t, lambda d: _empty_class(d, "symlink-loop")), [],
+                               "has no readable image"),
+    "decompression bomb": (lambda t: _folders(t, lambda d: _empty_class(d, "bomb")), [], "possible decompression bomb"),
+    "non-UTF-8 class name": (lambda t: _folders(t, _non_utf8_class), [], "caf\\xe9"),
+    "single class": (lambda t: (write_image_folders(t / "data", classes=("only",), split=None), t / "data")[1], [],
+                     "class"),
+    "negative learning rate": (lambda t: _cifar(t), ["--learning_rate", "-0.1"], "--learning_rate must be"),
+    "NaN learning rate": (lambda t: _cifar(t), ["--learning_rate", "nan"], "--learning_rate must be"),
+    "batch size 0": (lambda t: _cifar(t), ["--batch_size", "0"], "--batch_size must be at least 1"),
+    "momentum 1.5": (lambda t: _cifar(t), ["--momentum", "1.5"], "--momentum must be in [0, 1)"),
+    "val fraction 2": (lambda t: _cifar(t), ["--val_fraction", "2"], "--val_fraction must be"),
+    "unknown flag": (lambda t: _cifar(t), ["--learnin_rate", "0.1"], "unrecognized arguments"),
+    "resume from a missing file": (lambda t: _cifar(t), ["--resume", "/no/such.pt"], "no such checkpoint file"),
+    "cuda on a CPU machine": (lambda t: _cifar(t), ["--device", "cuda"], "no CUDA GPU is visible"),
+}
+
+
+def _earlier_outputs(out: Path) -> None:
+    for name, content in EARLIER.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(content)
+
+
+def _run(argv, capsys) -> tuple[int, str]:
+    code = cli.run([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def _assert_one_line_exit_2(code: int, err: str, phrase: str, out: Path) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert phrase in lines[0], (phrase, lines[0])
+    assert (out / "failure.txt").read_text().strip() == lines[0]
+    return lines[0]
+
+
+def test_the_corpus_is_at_least_twenty_cases():
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_leaves_earlier_results(tmp_path, capsys, monkeypatch, name):
+    monkeypatch.setenv("TRAINJOB_CACHE_DIR", "off")
+    make_data, flags, phrase = CASES[name]
+    data = make_data(tmp_path)
+    out = tmp_path / "outputs"
+    _earlier_outputs(out)
+    code, err = _run(["--data_path", data, "--output_dir", out, "--progress", "off", *flags], capsys)
+    _assert_one_line_exit_2(code, err, phrase, out)
+    for rel, content in EARLIER.items():
+        assert (out / rel).read_bytes() == content, f"{rel} was changed"
+
+
+def test_a_pickle_payload_never_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRAINJOB_CACHE_DIR", "off")
+    marker = tmp_path / "pwned"
+    data = _cifar(tmp_path, data=_WritesAFile(marker))
+    out = tmp_path / "outputs"
+    code, err = _run(["--data_path", data, "--output_dir", out], capsys)
+    _assert_one_line_exit_2(code, err, "refusing to load", out)
+    assert not marker.exists(), "the payload ran"
+
+
+def test_a_payload_in_the_tar_gz_never_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRAINJOB_CACHE_DIR", "off")
+    marker = tmp_path / "pwned"
+    archive = write_cifar_tar(tmp_path / "data", n_train=40, n_test=10)
+    with tarfile.open(archive) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    members["cifar-10-batches-py/data_batch_1"] = pickle.dumps({"data": _WritesAFile(marker)}, protocol=2)
+    write_tar_members(archive, members)
+    out = tmp_path / "outputs"
+    code, err = _run(["--data_path", archive.parent, "--output_dir", out], capsys)
+    _assert_one_line_exit_2(code, err, "refusing to load", out)
+    assert not marker.exists(), "the payload ran"
+
+
+def test_unwritable_output_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRAINJOB_CACHE_DIR", "off")
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    code, err = _run(["--data_path", _cifar(tmp_path), "--output_dir", tmp_path / "blocker" / "out"], capsys)
+    assert code == 2 and "cannot write to the output folder" in err and "Traceback" not in err
+
+
+def test_full_disk_while_writing_results_keeps_the_earlier_ones(tmp_path, capsys, monkeypatch):
+    """A full disk is simulated at the one place every result goes through: fsync of the temporary file."""
+    monkeypatch.setenv("TRAINJOB_CACHE_DIR", "off")
+    out = tmp_path / "outputs"
+    _earlier_outputs(out)
+    (out / "checkpoints" / "latest.pt").unlink()  # not a real checkpoint: let this run start afresh
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(out / ".model.pt")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    code, err = _run(["--data_path", _cifar(tmp_path), "--output_dir", out, "--epochs", "1", "--progress", "off"],
+                     capsys)
+    _assert_one_line_exit_2(code, err, "no space left on the device while writing", out)
+    assert (out / "model.pt").read_bytes() == EARLIER["model.pt"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")], "a temporary file was left behind"
