@@ -12,7 +12,6 @@ import concurrent.futures
 import errno
 import math
 import multiprocessing
-import os
 import struct
 import sys
 import time
@@ -21,6 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from trainjob.runtime import cpu_quota
 
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are skipped as possible decompression bombs (PIL's default is ~89 M)
 PARALLEL_MIN_FILES = 256  # below this, a process pool costs more than it saves
@@ -97,19 +98,6 @@ def _decode_chunk(paths: list[str], size: int) -> tuple[np.ndarray, list[tuple[i
     return out, failures
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: affinity, further limited by a cgroup v2 CPU quota (docker --cpus)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota visible: affinity is the limit
-    return max(1, cpus)
-
-
 class _Progress:
     """A tqdm bar on a terminal, else a log line every few seconds (container logs have no terminal)."""
 
@@ -142,7 +130,7 @@ class _Progress:
 def decode_all(paths: list[str], size: int, log: Callable[[str], None],
                workers: int | None = None) -> tuple[np.ndarray, dict[int, str]]:
     """Decode every path once -> ((N, 3, size, size) uint8, {index: reason} for unreadable ones, rows zero)."""
-    workers = workers or available_cpus()
+    workers = workers or cpu_quota()
     images = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
     failures: dict[int, str] = {}
     chunk = max(16, min(512, math.ceil(len(paths) / (workers * 4)))) if paths else 1
