@@ -41,8 +41,10 @@ class Net(nn.Module):  # the tutorial's model.py
 
 
 class CIFAR10(torchvision.datasets.CIFAR10):
-    def _check_integrity(self) -> bool:
-        return True  # the batches are re-encoded: their md5 cannot match the original archive's
+    # The batches are re-encoded: their md5 cannot match the original archive's. None = only check the file exists.
+    train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.test_list]
+    meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
 
 
 def main() -> None:
