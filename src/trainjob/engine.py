@@ -77,6 +77,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)  # the recipe's randomness (augmentation)
         self.pos = Position()
         self.last_checkpoint = None
+        self.confusion: torch.Tensor | None = None  # of the last evaluation this process ran
         self.started = started  # time.monotonic() when the process started: wall_seconds counts data loading too
 
     # --- checkpoint state ---
@@ -148,7 +149,8 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         pos = self.pos
-        confusion = evaluate(self.recipe, self.data.test, len(self.data.classes), self.device, self.d)
+        confusion = self.confusion = evaluate(self.recipe, self.data.test, len(self.data.classes), self.device,
+                                              self.d)
         images = self.steps * self.cfg.batch_size * self.d.world_size
         pos.train_seconds += pos.epoch_seconds
         metrics = {

@@ -73,7 +73,9 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         log(f"resuming from {found[1]}: epoch {trainer.pos.epoch + 1}, step {trainer.pos.step}", flush=True)
     try:
         history = trainer.fit()
-        confusion = evaluate(recipe, data.test, len(data.classes), device, d)
+        # The last epoch was just scored; a rerun of a finished job (nothing left to train) scores it here.
+        confusion = trainer.confusion if trainer.confusion is not None else evaluate(
+            recipe, data.test, len(data.classes), device, d)
     finally:
         tracker.close()
     if not d.is_main:
