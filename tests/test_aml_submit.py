@@ -65,7 +65,7 @@ def without_network(cmd: list[str]) -> list[str]:
 def test_make_submit_aml_dry_run_prints_the_sdk_run_configuration(tmp_path):
     """`make submit-aml DRY_RUN=1` end to end, as a user runs it. Stand-in for the service: none is needed; the
     workspace is an SDK Workspace built with _disable_service_check and labelled offline values (no config file)."""
-    cmd = without_network(["make", "-o", ".venv/.installed", "submit-aml", "DRY_RUN=1",
+    cmd = without_network(["make", "--no-print-directory", "-o", ".venv/.installed", "submit-aml", "DRY_RUN=1",
                            f"PY={PY}", f"AML_ARGS=--config {tmp_path / 'none.json'} --tag abc1234"])
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

