@@ -211,6 +211,41 @@ def test_docker_stop_ends_training_within_the_grace_period(docker_client, image,
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_docker_stop_then_the_same_docker_run_ends_as_an_unstopped_run(docker_client, image, tmp_path):
+    """Preemption in the container: stop mid-epoch, start the same command again, get bit-identical weights."""
+    import torch
+
+    job = ["--demo", "--epochs", "1", "--log_interval", "100", "--progress", "off", "--num_threads", "1"]
+    unstopped = writable_dir(tmp_path / "unstopped")
+    code, logs = run(docker_client, image, job, out=unstopped, **HARDENED)
+    assert code == 0, logs[-2000:]
+
+    stopped = writable_dir(tmp_path / "stopped")
+    container = docker_client.containers.run(image, job, detach=True,
+                                             volumes={str(stopped): {"bind": "/outputs", "mode": "rw"}}, **HARDENED)
+    try:
+        wait_for_log(container, "[1,   300] loss:", timeout=300)
+        container.stop(timeout=10)
+        container.reload()
+        assert container.attrs["State"]["ExitCode"] == 143, container.logs().decode(errors="replace")[-2000:]
+    finally:
+        container.remove(force=True)
+    assert (stopped / "checkpoints" / "latest.pt").is_file()
+    code, logs = run(docker_client, image, job, out=stopped, **HARDENED)
+    assert code == 0, logs[-2000:]
+    assert "resuming from /outputs/checkpoints/latest.pt" in logs
+
+    def result(out: Path):
+        state = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+        return state, json.loads((out / "summary.json").read_text())["test_accuracy"]
+
+    (want, want_accuracy), (got, got_accuracy) = result(unstopped), result(stopped)
+    assert got_accuracy == want_accuracy
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_image_holds_no_repo_data_or_credentials(docker_client, image):
     find = ("find / -xdev \\( -name .git -o -name .azureml -o -name .venv -o -name 'cifar-10-*' "
             "-o -name 'trainjob-*.whl' -o -name datagen.py -o -path /src \\) -print; ls -A /data /outputs")
