@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
-JOB = ["--demo", "--epochs", "2", "--progress", "lines", "--num_threads", "1", "--checkpoint_interval", "2"]
+# About 5,000 steps: long enough for every stop to land mid-training; periodic checkpoints every second for SIGKILL.
+JOB = ["--demo", "--epochs", "4", "--log_interval", "50", "--progress", "off", "--num_threads", "1",
+       "--checkpoint_interval", "1"]
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -41,6 +43,18 @@ def unstopped(image: str, out: Path) -> float:
     if result.returncode != 0:
         sys.exit(f"error: the unstopped run failed (exit {result.returncode}): {result.stderr[-500:]}")
     return time.monotonic() - started
+
+
+def wait_for_training(name: str, timeout: float = 120) -> bool:
+    """True once the container prints a loss line; False if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "loss:" in docker("logs", name, check=False).stdout:
+            return True
+        if docker("inspect", "-f", "{{.State.Running}}", name, check=False).stdout.strip() != "true":
+            return False
+        time.sleep(0.2)
+    return False
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
@@ -72,8 +86,8 @@ def main() -> int:
         attempt += 1
         name = f"trainjob-chaos-{attempt}"
         docker(*run_args(args.image, chaos, name, detach=True))
-        if survived < args.stops:
-            time.sleep(rng.uniform(1.0, 0.9 * duration))
+        if survived < args.stops and wait_for_training(name):
+            time.sleep(rng.uniform(0.0, 2.0))  # a random moment in the next ~2 s of training
             kill = survived % 3 == 2  # every third stop gives no warning at all
             sent = time.monotonic()
             docker("kill" if kill else "stop", *([] if kill else ["-t", "10"]), name, check=False)
@@ -81,7 +95,7 @@ def main() -> int:
             took = time.monotonic() - sent
             docker("rm", name, check=False)
             if code == 0:
-                print(f"stop {survived + 1}: the job had already finished; starting over is not needed", flush=True)
+                print(f"stop {survived + 1} came after the job had finished", flush=True)
                 break
             expected = 137 if kill else 143
             if code != expected:
