@@ -1,6 +1,7 @@
 """Shared fixtures. tests/ is on sys.path (rootdir conftest), so tests import helpers as `from datagen import ...`."""
 
 import os
+import socket
 
 import pytest
 
@@ -19,3 +20,14 @@ def docker_client():
         pytest.skip(message)
     yield client
     client.close()
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail any Python-level connection: the Azure ML tests must never reach the service."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network call attempted: {args[:2]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+

@@ -4,7 +4,6 @@ A socket guard fails any Python-level connection; each docstring names what stan
 """
 
 import json
-import socket
 import sys
 from pathlib import Path
 
@@ -31,12 +30,8 @@ def scripts():
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network call attempted: {args[:2]}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+def _no_network(no_network):
+    """Every test here runs behind conftest's socket guard."""
 
 
 # --- compute ----------------------------------------------------------------------------------------------------

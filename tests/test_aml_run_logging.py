@@ -8,7 +8,6 @@ there instead of being posted. A socket guard fails the test on any other connec
 """
 
 import json
-import socket
 import time
 from unittest import mock
 
@@ -45,17 +44,12 @@ def azureml_run_env(monkeypatch):
 
 
 @pytest.fixture
-def service_stand_ins(monkeypatch):
+def service_stand_ins(monkeypatch, no_network):
     from azureml._restclient.models import RunDto
     from azureml._restclient.run_client import RunClient
     from azureml._restclient.service_context import ServiceContext, _ServiceKeys
     from azureml.core import Run
 
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network call attempted: {args[:2]}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(ServiceContext, "_fetch_endpoints",
                         lambda self: dict.fromkeys(_ServiceKeys.get_discovery_keys(), "https://offline.invalid"))
     dto = RunDto(run_id=RUN_ID, root_run_id=RUN_ID, run_number=1, status="Running", experiment_id="experiment-id",

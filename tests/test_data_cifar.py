@@ -7,24 +7,7 @@ import datagen
 import numpy as np
 import pytest
 import torch
-
-from trainjob.data import load_dataset
-from trainjob.errors import DataError
-
-
-def load(path, **overrides):
-    lines = []
-    kwargs = {"image_size": 32, "val_fraction": 0.1, "seed": 0, "cache_dir": "off", "demo": False,
-              "log": lines.append, **overrides}
-    return load_dataset(str(path), **kwargs), lines
-
-
-def load_error(path, **overrides) -> str:
-    with pytest.raises(DataError) as info:
-        load(path, **overrides)
-    message = str(info.value)
-    assert "\n" not in message, "a user error is one line"
-    return message
+from loading import load, load_error
 
 
 def rewrite_batch(batch_file, **changes):

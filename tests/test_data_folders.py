@@ -4,28 +4,21 @@ import os
 import shutil
 
 import datagen
+import loading
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from trainjob.data import decode, load_dataset
-from trainjob.errors import DataError
+from trainjob.data import decode
 
 
 def load(path, **overrides):
-    lines = []
-    kwargs = {"image_size": 32, "val_fraction": 0.25, "seed": 0, "cache_dir": "off", "demo": False,
-              "log": lines.append, **overrides}
-    return load_dataset(str(path), **kwargs), lines
+    return loading.load(path, **{"val_fraction": 0.25, **overrides})
 
 
 def load_error(path, **overrides) -> str:
-    with pytest.raises(DataError) as info:
-        load(path, **overrides)
-    message = str(info.value)
-    assert "\n" not in message, "a user error is one line"
-    return message
+    return loading.load_error(path, **{"val_fraction": 0.25, **overrides})
 
 
 @pytest.mark.parametrize("split", ["test", "val"])
