@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--only", choices=["tutorial", "trainjob"], help="run one side only")
     args = p.parse_args()
     data = Path(args.data_path) if args.data_path else cifar_batches()
-    work = Path(tempfile.mkdtemp(prefix="trainjob-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="trainjob-make-bench-"))
     hp = ["--learning_rate", str(args.learning_rate), "--momentum", str(args.momentum)]
     rows = {}
     if args.only in (None, "tutorial"):
