@@ -51,7 +51,11 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         log("NOTE: training on SYNTHETIC data (--demo): the accuracy says nothing about real images", flush=True)
 
     checkpoints = Checkpoints(output_dir)
-    found = checkpoints.find(cfg.resume)
+    found = checkpoints.find(cfg.resume) if d.is_main else None
+    if d.enabled:  # on several nodes only rank 0's output folder holds the checkpoints: every rank resumes from it
+        shared = [found]
+        dist.broadcast_object_list(shared, src=0)
+        found = shared[0]
     if found:
         check_compatible(found[0], found[1], cfg.to_dict(), data.classes)
 
