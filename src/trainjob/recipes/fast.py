@@ -24,12 +24,12 @@ from trainjob.recipes.base import Recipe
 @dataclass(frozen=True)
 class Hyperparameters:
     # --- optimisation (the CLI overrides the first five) ---
-    learning_rate: float = 1.5  # peak Nesterov-SGD step on the batch-mean loss at batch 1024 (airbench's 11.5 / 7.67)
+    learning_rate: float = 0.75  # peak Nesterov-SGD lr on the batch-mean loss (airbench's 11.5 / 7.67 per 1024 images)
     momentum: float = 0.85  # Nesterov momentum
-    epochs: int = 12  # passes over the training set
-    batch_size: int = 1024  # images per step per process; scale --learning_rate with it
+    epochs: int = 14  # passes over the training set
+    batch_size: int = 512  # images per step per process; scale --learning_rate with it
     image_size: int = 32  # pixels per side
-    weight_decay: float = 2.0e-3  # fraction of each weight removed per step at peak lr; decoupled from the lr
+    weight_decay: float = 2.0e-3  # fraction of each weight removed per 1024 images at peak lr; independent of the lr
     bias_lr_scale: float = 64.0  # BatchNorm biases learn this much faster (their decay per step stays the same)
     warmup_fraction: float = 0.23  # of all steps, spent ramping the lr from warmup_start to 1 (x learning_rate)
     warmup_start: float = 0.2  # lr multiplier at step 0
@@ -87,8 +87,8 @@ def augment(images: torch.Tensor, generator: torch.Generator, translate: int, fl
     shift = torch.randint(-translate, translate + 1, (2, b), generator=generator).to(dev)  # (2, B) pixels
     flips = (torch.rand(b, generator=generator) < 0.5).to(dev) if flip else torch.zeros(b, dtype=torch.bool, device=dev)
     rows = _reflect(torch.arange(h, device=dev) + shift[0, :, None], h)  # (B, H)
-    cols = torch.arange(w, device=dev).expand(b, w)
-    cols = _reflect(torch.where(flips[:, None], w - 1 - cols, cols) + shift[1, :, None], w)  # (B, W)
+    cols = _reflect(torch.arange(w, device=dev) + shift[1, :, None], w)  # (B, W)
+    cols = torch.where(flips[:, None], w - 1 - cols, cols)  # a crop of the mirrored image
     batch = torch.arange(b, device=dev)[:, None, None]
     # Advanced indices on dims 0, 2, 3 around a slice: the result is (B, H, W, C), i.e. NCHW channels-last after
     # the permute, the layout the convolutions want.
@@ -144,12 +144,12 @@ class FastRecipe(Recipe):
         self.step = 0  # optimiser steps taken
         self.whitened = False  # the whitening filters are set from the first batch
 
-        lr, decay = cfg.learning_rate, HYP.weight_decay
+        lr, decay = cfg.learning_rate, HYP.weight_decay * cfg.batch_size / 1024  # decay per step
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         norm_biases = [p for n, p in named if ".norm" in n]
         whiten_bias = [p for n, p in named if n.startswith("whiten.")]
         others = [p for n, p in named if ".norm" not in n and not n.startswith("whiten.")]
-        # SGD multiplies weight_decay by the group's lr, so dividing by it keeps decay per step = HYP.weight_decay.
+        # SGD multiplies weight_decay by the group's lr: dividing by it makes the decay per step independent of lr.
         self.optimizer = torch.optim.SGD([
             {"params": norm_biases, "lr": lr * HYP.bias_lr_scale, "weight_decay": decay / (lr * HYP.bias_lr_scale)},
             {"params": whiten_bias, "lr": lr, "weight_decay": decay / lr},
@@ -186,9 +186,8 @@ class FastRecipe(Recipe):
         loss.backward()
         self.optimizer.step()
         self.step += 1
-        if self.step == self.total_steps:
-            self._lookahead(1.0)  # the final model is the average
-        elif self.step % HYP.lookahead_every == 0:
+        # Lookahead; the last step averages too, so the model trained, evaluated and exported is the average.
+        if self.step >= HYP.lookahead_every and (self.step % HYP.lookahead_every == 0 or self.step == self.total_steps):
             self._lookahead(HYP.lookahead_decay * (self.step / self.total_steps) ** 3)
         return loss.detach()
 
