@@ -52,8 +52,7 @@ fi
 
 tty=()
 [[ -t 0 && -t 1 ]] && tty=(-it)
-# --shm-size: DataLoader workers pass batches through /dev/shm, 64 MB by default.
-run=(docker run --rm "${tty[@]}" --network none --shm-size 1g --user "$(id -u):$(id -g)"
+run=(docker run --rm "${tty[@]}" --network none --user "$(id -u):$(id -g)"
      -v "$data:/data:ro" -v "$out:/outputs")
 if [[ -n $shell ]]; then
     exec "${run[@]}" "$image" bash
