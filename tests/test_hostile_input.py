@@ -113,6 +113,7 @@ CASES = {
     "val fraction 2": (lambda t: _cifar(t), ["--val_fraction", "2"], "--val_fraction must be"),
     "unknown flag": (lambda t: _cifar(t), ["--learnin_rate", "0.1"], "unrecognized arguments"),
     "resume from a missing file": (lambda t: _cifar(t), ["--resume", "/no/such.pt"], "no such checkpoint file"),
+    "model from another recipe": (lambda t: _cifar(t), ["--model", "fastnet"], "does not go with --recipe tutorial"),
     "cuda on a CPU machine": (lambda t: _cifar(t), ["--device", "cuda"], "no CUDA GPU is visible"),
 }
 

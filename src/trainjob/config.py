@@ -146,6 +146,12 @@ def validate(cfg: Config) -> None:
     need(finite(cfg.checkpoint_interval) and cfg.checkpoint_interval >= 0, "--checkpoint_interval",
          "0 or more seconds", cfg.checkpoint_interval)
     need(cfg.model in ARCHITECTURES, "--model", f"one of {', '.join(sorted(ARCHITECTURES))}", cfg.model)
+    from trainjob.recipes import RECIPES
+
+    trains = RECIPES[cfg.recipe].arch  # a recipe's hyperparameters are tuned for its own architecture
+    if cfg.model != trains:
+        raise UserError(f"--model {cfg.model} does not go with --recipe {cfg.recipe}, which trains {trains}: "
+                        f"leave --model out, or pick the recipe made for {cfg.model}")
     if cfg.model == "net" and cfg.image_size != 32:
         raise UserError(f"--model net takes 32x32 images, got --image_size {cfg.image_size}; "
                         "use --image_size 32 or --recipe fast, whose net adapts to the image size")
