@@ -34,12 +34,14 @@ class Recipe:
     mean: ClassVar[tuple[float, ...]]
     std: ClassVar[tuple[float, ...]]
     drop_last: ClassVar[bool] = False  # whether the engine drops each epoch's last partial batch
+    # More arguments for the architecture beyond num_classes and image_size; model.pt records them for `predict`.
+    arch_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg, num_classes: int, image_size: int, steps_per_epoch: int, device: torch.device,
                  wrap: Callable[[nn.Module], nn.Module] = lambda m: m):
         self.cfg = cfg
         self.device = device
-        self.arch_kwargs = {"num_classes": num_classes, "image_size": image_size}
+        self.arch_kwargs = {"num_classes": num_classes, "image_size": image_size, **self.arch_options}
         self.model = build_model(self.arch, **self.arch_kwargs).to(device)
         self.train_model = wrap(self.model)  # the DistributedDataParallel wrapper under torchrun, else the model
 

@@ -17,8 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from trainjob.models import build_model
-from trainjob.recipes.base import Recipe
+from trainjob.recipes.base import Recipe, normalize
 
 
 @dataclass(frozen=True)
@@ -103,10 +102,7 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) uint8 -> float32 normalised, channels-last."""
-    x = images.float().div_(255)
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+    return normalize(images, MEAN, STD).contiguous(memory_format=torch.channels_last)
 
 
 def whitening_filters(x: torch.Tensor, kernel: int, eps: float) -> torch.Tensor:
@@ -131,13 +127,11 @@ class FastRecipe(Recipe):
     std = STD
     drop_last = False  # a small last batch is harmless here, and a dataset smaller than one batch still trains
 
+    arch_options = {"widths": list(HYP.widths), "bn_momentum": HYP.bn_momentum, "bn_eps": HYP.bn_eps,
+                    "logit_scale": HYP.logit_scale}
+
     def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m):
-        # Not Recipe.__init__: the net's widths and BN settings come from HYP and must be in arch_kwargs for export.
-        self.cfg, self.device, self.hyp = cfg, device, HYP
-        self.arch_kwargs = {"num_classes": num_classes, "image_size": image_size, "widths": list(HYP.widths),
-                            "bn_momentum": HYP.bn_momentum, "bn_eps": HYP.bn_eps, "logit_scale": HYP.logit_scale}
-        self.model = build_model(self.arch, **self.arch_kwargs).to(device)
-        self.train_model = wrap(self.model)  # DistributedDataParallel under torchrun
+        super().__init__(cfg, num_classes, image_size, steps_per_epoch, device, wrap)
         self.precision = choose_precision(cfg.precision, device)
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.total_steps = self.steps_per_epoch * cfg.epochs
