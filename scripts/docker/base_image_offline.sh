@@ -13,12 +13,7 @@ if [[ -z ${FORCE:-} ]] && docker image inspect "$tag" >/dev/null 2>&1; then
     exit 0
 fi
 
-if ! command -v debootstrap >/dev/null 2>&1; then
-    echo "base image: installing debootstrap"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-fi
+"$(dirname "$0")/ensure_command.sh" debootstrap debootstrap
 
 rootfs=$(mktemp -d /tmp/trainjob-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs" "$rootfs.log"' EXIT

@@ -11,12 +11,7 @@ if docker info >/dev/null 2>&1; then
     exit 0
 fi
 
-if ! command -v dockerd >/dev/null 2>&1; then
-    echo "docker engine: installing docker.io (Debian)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends docker.io >/dev/null
-fi
+"$(dirname "$0")/ensure_command.sh" dockerd docker.io
 
 # No service manager here: run dockerd detached, logs to a file, so this script can return.
 # --bridge=none/--iptables=false: no NAT setup needed (and none possible in many sandboxes).
