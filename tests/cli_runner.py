@@ -39,9 +39,15 @@ def weights(output_dir: Path) -> dict[str, torch.Tensor]:
 def assert_user_error(result: subprocess.CompletedProcess, *phrases: str) -> str:
     """Exit 2, one line on stderr naming the problem, no traceback; returns that line."""
     assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return assert_one_error_line(result.returncode, result.stderr, *phrases)
+
+
+def assert_one_error_line(code: int, stderr: str, *phrases: str) -> str:
+    """Exit 2 and stderr is one `error: ...` line holding every phrase, no traceback; returns that line."""
+    assert code == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     for phrase in phrases:
         assert phrase in lines[0], (phrase, lines[0])
     return lines[0]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import assert_one_error_line
 from datagen import png_claiming_size, write_cifar_batches, write_cifar_tar, write_image_folders, write_tar_members
 
 from trainjob import cli, files
@@ -130,13 +131,9 @@ def _run(argv, capsys) -> tuple[int, str]:
 
 
 def _assert_one_line_exit_2(code: int, err: str, phrase: str, out: Path) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert phrase in lines[0], (phrase, lines[0])
-    assert (out / "failure.txt").read_text().strip() == lines[0]
-    return lines[0]
+    line = assert_one_error_line(code, err, phrase)
+    assert (out / "failure.txt").read_text().strip() == line
+    return line
 
 
 def test_the_corpus_is_at_least_twenty_cases():
