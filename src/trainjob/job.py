@@ -12,7 +12,7 @@ from trainjob import contract, runtime
 from trainjob.checkpoint import Checkpoints, check_compatible
 from trainjob.config import Config
 from trainjob.data import load_dataset
-from trainjob.engine import Trainer, evaluate, per_class_accuracy, steps_per_epoch
+from trainjob.engine import Trainer, accuracy, evaluate, per_class_accuracy, steps_per_epoch
 from trainjob.errors import DataError
 from trainjob.files import clear_failure, prepare_output_dir, save_torch
 from trainjob.recipes import get_recipe
@@ -86,7 +86,7 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         return None
 
     summary = {
-        "test_accuracy": float(confusion.diag().sum()) / max(1, int(confusion.sum())),
+        "test_accuracy": accuracy(confusion),
         "per_class_accuracy": per_class_accuracy(confusion, data.classes),
         "train_loss": history[-1]["train_loss"],
         "train_seconds": trainer.pos.train_seconds,

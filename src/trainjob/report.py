@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from trainjob import contract
+from trainjob.engine import accuracy
 from trainjob.files import atomic_write, write_json
 
 
@@ -50,8 +51,7 @@ def plot_confusion(output_dir: Path, confusion: torch.Tensor, classes: list[str]
             for j in range(k):
                 ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if shares[i, j] > 0.5 else "black")
-    accuracy = float(confusion.diag().sum()) / max(1, int(confusion.sum()))
-    ax.set(title=f"Confusion matrix (test accuracy {accuracy:.1%})", xlabel="predicted", ylabel="true")
+    ax.set(title=f"Confusion matrix (test accuracy {accuracy(confusion):.1%})", xlabel="predicted", ylabel="true")
     fig.tight_layout()
     _save(fig, output_dir / contract.CONFUSION_FILE)
 
