@@ -87,7 +87,7 @@ def test_sigkill_resumes_from_last_periodic_checkpoint_and_skips_a_corrupt_newes
 
     resumed = run_train(*RUN, "--output_dir", out, "--checkpoint_interval", "0.3")
     assert resumed.returncode == 0, resumed.stderr
-    assert "truncated or corrupt; trying the previous one" in resumed.stdout
+    assert "truncated, corrupt or from another trainjob version; trying the previous one" in resumed.stdout
     assert "resuming from" in resumed.stdout and "previous.pt" in resumed.stdout
     assert_same(out, unstopped)
 

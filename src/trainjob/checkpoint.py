@@ -16,7 +16,7 @@ from trainjob import contract
 from trainjob.errors import UserError
 from trainjob.files import save_torch
 
-FORMAT = "trainjob-checkpoint-1"
+FORMAT = "trainjob-checkpoint-2"  # 2: the tutorial recipe keeps its momentum buffers as a list
 LATEST = "latest.pt"
 PREVIOUS = "previous.pt"
 # Flags that may change between a run and its resumption without changing the result.
@@ -52,15 +52,17 @@ class Checkpoints:
                                 f"under <output_dir>/{contract.CHECKPOINT_DIR}/, or --resume auto / never")
             state = load(path)
             if state is None:
-                raise UserError(f"--resume {resume}: the file is not a readable trainjob checkpoint (truncated or "
-                                "corrupt); use --resume auto to take the newest valid one, or --resume never")
+                raise UserError(f"--resume {resume}: the file is not a readable trainjob checkpoint (truncated, "
+                                "corrupt or from another trainjob version); use --resume auto to take the newest "
+                                "valid one, or --resume never")
             return state, path
         for path in (self.latest, self.dir / PREVIOUS):
             if path.is_file():
                 state = load(path)
                 if state is not None:
                     return state, path
-                print(f"warning: checkpoint {path} is truncated or corrupt; trying the previous one", flush=True)
+                print(f"warning: checkpoint {path} is truncated, corrupt or from another trainjob version; trying the "
+                      "previous one", flush=True)
         return None
 
 

@@ -4,9 +4,11 @@ import torch
 from torch import nn
 
 from trainjob.recipes.base import Recipe, normalize
+from trainjob.recipes.net_sgd import NetSGD
 
 # Below this many images per step, Net trains fastest on one thread, with PyTorch's plain convolution rather than
-# oneDNN's, and with the fused SGD kernel: at batch 4 fixed per-call costs outweigh the arithmetic (see make bench).
+# oneDNN's, and with its step written out by hand (net_sgd): at batch 4 fixed per-call costs outweigh the arithmetic
+# (see make bench).
 SMALL_BATCH = 64
 
 
@@ -25,26 +27,54 @@ class TutorialRecipe(Recipe):
 
     def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m):
         super().__init__(cfg, num_classes, image_size, steps_per_epoch, device, wrap)
-        self.criterion = nn.CrossEntropyLoss()
-        self.small_batch = cfg.batch_size < SMALL_BATCH
-        if self.small_batch:
+        small_batch = cfg.batch_size < SMALL_BATCH
+        if small_batch:
             torch.backends.mkldnn.enabled = False  # process-wide: this process trains one recipe
-        # Same update as SGD's default loop (d_p = grad + momentum * buf; p -= lr * d_p), in one kernel.
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
-                                         fused=self.small_batch)
+        self.by_hand = small_batch and device.type == "cpu" and self.train_model is self.model  # not under DDP
+        if self.by_hand:
+            self.sgd = NetSGD(self.model, cfg.learning_rate, cfg.momentum)
+        else:  # autograd, so that DistributedDataParallel can average the gradients
+            self.criterion = nn.CrossEntropyLoss()
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
+                                             fused=small_batch)
 
-    def train_step(self, images, labels, generator):
-        self.train_model.train()
+    def train_step(self, images, labels, generator, indices):
         inputs = normalize(images, self.mean, self.std)
+        if self.by_hand:
+            return self.sgd.step(inputs, labels)
+        self.train_model.train()
         self.optimizer.zero_grad()
         loss = self.criterion(self.train_model(inputs), labels)
         loss.backward()
         self.optimizer.step()
         return loss.detach()
 
+    @torch.inference_mode()
+    def eval_logits(self, images):
+        # Evaluation scores chunks of 1000 images, where oneDNN's convolution is the faster one. (Not
+        # torch.backends.mkldnn.flags(): it also sets TF32 and warns about it on every call.)
+        before, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, True
+        try:
+            return super().eval_logits(images)
+        finally:
+            torch.backends.mkldnn.enabled = before
+
+    # Checkpoints hold the momentum buffers in parameter order whichever path trained, so a run started under
+    # torchrun can resume in one process and the other way round.
     def state_dict(self):
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"model": self.model.state_dict(), "momentum_buffers": self._buffers()}
 
     def load_state_dict(self, state):
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        buffers = state["momentum_buffers"]
+        if self.by_hand:
+            self.sgd.momentum_buffers = None if buffers is None else [b.clone() for b in buffers]
+        elif buffers is not None:
+            for p, b in zip(self.model.parameters(), buffers, strict=True):
+                self.optimizer.state[p]["momentum_buffer"] = b.clone()
+
+    def _buffers(self) -> list[torch.Tensor] | None:
+        if self.by_hand:
+            return self.sgd.momentum_buffers
+        state = [self.optimizer.state.get(p, {}).get("momentum_buffer") for p in self.model.parameters()]
+        return None if any(b is None for b in state) else state
