@@ -37,6 +37,7 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
     output_dir = prepare_output_dir(cfg.output_dir)
     recipe_cls = get_recipe(cfg.recipe)
     threads = runtime.set_threads(cfg.num_threads, d, recipe_cls.max_threads(cfg))
+    eval_threads = runtime.thread_share(cfg.num_threads, d)
     log = print if d.is_main else (lambda *args, **kwargs: None)  # other ranks train silently
     log(f"trainjob {trainjob.__version__}: recipe {cfg.recipe}, device {device}, {threads} threads"
         + (f", process {d.rank} of {d.world_size}" if d.enabled else ""), flush=True)
@@ -71,7 +72,7 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         return checkpoints.save({**state, "config": cfg.to_dict(), "classes": data.classes})
 
     trainer = Trainer(recipe, data, cfg, device, d, tracker, Progress(cfg.progress, d.is_main), stop,
-                      save_checkpoint, started)
+                      save_checkpoint, started, eval_threads)
     if found:
         trainer.load_state(found[0])
         log(f"resuming from {found[1]}: epoch {trainer.pos.epoch + 1}, step {trainer.pos.step}", flush=True)
@@ -79,7 +80,7 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         history = trainer.fit()
         # The last epoch was just scored; a rerun of a finished job (nothing left to train) scores it here.
         confusion = trainer.confusion if trainer.confusion is not None else evaluate(
-            recipe, data.test, len(data.classes), device, d)
+            recipe, data.test, len(data.classes), device, d, eval_threads)
     finally:
         tracker.close()
     if not d.is_main:

@@ -1,5 +1,6 @@
 """Where and how wide to run: the device, torch threads from the CPU quota, and torchrun/Azure ML distribution."""
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -92,9 +93,25 @@ def init_distributed(d: Distributed, device: torch.device) -> torch.device:
     return device
 
 
+def thread_share(requested: int, d: Distributed) -> int:
+    """The torch threads this process may use: the flag if given, else its share of the CPU quota."""
+    return requested or max(1, cpu_quota() // max(1, d.local_world_size))
+
+
 def set_threads(requested: int, d: Distributed, useful: int | None = None) -> int:
-    """torch threads: the flag if given, else this process's share of the CPU quota, capped at what the recipe
-    can use."""
-    threads = requested or min(max(1, cpu_quota() // max(1, d.local_world_size)), useful or 1 << 16)
+    """torch threads for training: the flag if given, else this process's share, capped at what the recipe can use."""
+    threads = requested or min(thread_share(0, d), useful or 1 << 16)
     torch.set_num_threads(threads)
     return threads
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run a block on this many torch threads (None: as it is), then go back."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
