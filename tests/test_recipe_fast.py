@@ -50,7 +50,7 @@ def train(recipe: FastRecipe, images, labels, steps: int, batch: int, generator)
     losses = []
     for step in range(steps):
         idx = torch.arange(step * batch, (step + 1) * batch) % len(labels)
-        losses.append(float(recipe.train_step(images[idx], labels[idx], generator)))
+        losses.append(float(recipe.train_step(images[idx], labels[idx], generator, idx)))
     return losses
 
 
@@ -81,7 +81,7 @@ def test_augmentation_keeps_each_label_with_its_image():
     # Every image is one grey level that encodes its label: whatever shift or flip it gets, it stays that level.
     labels = torch.arange(64) % 10
     images = (labels * 20 + 10).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 32, 32).contiguous()
-    out = augment(images, torch.Generator().manual_seed(0), translate=2, flip=True)
+    out = augment(images, torch.Generator().manual_seed(0), translate=2, flips=torch.arange(len(images)) % 3 == 0)
     assert out.shape == images.shape and out.dtype == torch.uint8
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal((out.float().mean((1, 2, 3)) - 10) / 20, labels.float())
@@ -92,15 +92,26 @@ def test_augmentation_matches_reflect_pad_crop_and_flip_per_image():
     images = torch.randint(0, 256, (16, 3, 24, 20), dtype=torch.uint8, generator=g)
     gen = torch.Generator().manual_seed(7)
     expected_draws = torch.Generator().manual_seed(7)
-    out = augment(images, gen, translate=2, flip=True)
-    shift = torch.randint(-2, 3, (2, 16), generator=expected_draws)  # the draws augment makes, in its order
-    flips = torch.rand(16, generator=expected_draws) < 0.5
+    flips = torch.rand(16, generator=g) < 0.5
+    out = augment(images, gen, translate=2, flips=flips)
+    shift = torch.randint(-2, 3, (2, 16), generator=expected_draws)  # the draws augment makes
     for i in range(16):
         dy, dx = int(shift[0, i]) + 2, int(shift[1, i]) + 2
         img = images[i].float().flip(2) if flips[i] else images[i].float()
         ref = F.pad(img[None], (2, 2, 2, 2), mode="reflect")[0, :, dy:dy + 24, dx:dx + 20]
         assert torch.equal(out[i].float(), ref), f"image {i}"
     assert flips.any() and (~flips).any() and (shift != 0).any()  # both paths were exercised
+
+
+def test_alternating_flips_show_each_image_both_ways_over_two_epochs():
+    indices = torch.arange(1000)
+    first, second = fast.alternating_flips(indices, 0, seed=0), fast.alternating_flips(indices, 1, seed=0)
+    assert torch.equal(second, ~first)
+    assert torch.equal(fast.alternating_flips(indices, 2, seed=0), first)
+    assert 0.45 < first.float().mean() < 0.55  # a fair coin per image...
+    assert torch.equal(fast.alternating_flips(indices.flip(0), 0, seed=0), first.flip(0))  # ...tied to the image
+    other_seed = fast.alternating_flips(indices, 0, seed=1)
+    assert 0.4 < (other_seed == first).float().mean() < 0.6  # and independent across seeds
 
 
 def test_auto_precision_follows_the_cpu(monkeypatch):
@@ -117,7 +128,7 @@ def test_precision_flag_sets_the_arithmetic(small_net, precision, dtype):
     seen = []
     recipe.model.groups[0].conv1.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     images, labels = colour_task(8, 10, 16, seed=0)
-    recipe.train_step(images, labels, torch.Generator().manual_seed(0))
+    recipe.train_step(images, labels, torch.Generator().manual_seed(0), torch.arange(len(images)))
     recipe.eval_logits(images)
     assert set(seen) == {dtype}
     assert all(p.dtype == torch.float32 for p in recipe.model.parameters())  # master weights stay fp32
@@ -146,7 +157,7 @@ def test_checkpoint_resumes_bit_for_bit():
     g.set_state(saved["generator"])
     for step in range(2, 6):
         idx = torch.arange(step * 8, (step + 1) * 8) % len(labels)
-        losses.append(float(resumed.train_step(images[idx], labels[idx], g)))
+        losses.append(float(resumed.train_step(images[idx], labels[idx], g, idx)))
 
     assert losses == expected
     for name, value in straight.model.state_dict().items():

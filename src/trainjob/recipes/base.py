@@ -50,8 +50,10 @@ class Recipe:
         """The most torch threads that still speed this recipe up at cfg's batch size (None: no limit)."""
         return None
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One optimisation step on a (B, 3, H, W) uint8 batch; returns the detached mean loss (0-d)."""
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+                   indices: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on a (B, 3, H, W) uint8 batch whose images have these training-set indices;
+        returns the detached mean loss (0-d)."""
         raise NotImplementedError
 
     @torch.inference_mode()
