@@ -47,7 +47,7 @@ lint: venv ## Lint the Python code (ruff) and the Dockerfile (hadolint, warning 
 	$(VENV)/bin/ruff check src scripts tests
 	$(VENV)/bin/hadolint -t warning docker/Dockerfile
 
-bench: venv ## Time the tutorial's original script against trainjob's same recipe on the real CIFAR-10.
+bench: venv ## Time the tutorial's original script against trainjob's same recipe on the real CIFAR-10 (ARGS="--repeats 3": medians).
 	$(PY) scripts/bench/bench_tutorial.py $(ARGS)
 
 bench-fast: venv ## Train the fast recipe on the real CIFAR-10 and report time, accuracy and throughput.

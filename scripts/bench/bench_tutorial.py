@@ -5,11 +5,16 @@ Both train the tutorial's Net with SGD, batch 4, 2 epochs, --learning_rate 0.003
 values) on the real CIFAR-10 from ../shared/datasets (converted once, untimed, to the tutorial's
 cifar-10-batches-py layout in a cache folder outside the repo). Each runs as its own process; its wall time counts
 from process start to exit, data loading and evaluation included. Prints both, and the ratio.
+
+One run of each is one draw: the tutorial script is unseeded and this recipe's test accuracy moves by a point or two
+from seed to seed. --repeats N alternates the two N times (trainjob with seeds 0..N-1), so a drift in the machine's
+speed hits both, and compares medians of time and means of accuracy.
 """
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,32 +43,42 @@ def main() -> None:
     p.add_argument("--learning_rate", type=float, default=0.003)
     p.add_argument("--momentum", type=float, default=0.92)
     p.add_argument("--only", choices=["tutorial", "trainjob"], help="run one side only")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each side, alternating (default 1)")
     args = p.parse_args()
     data = Path(args.data_path) if args.data_path else cifar_batches()
     work = Path(tempfile.mkdtemp(prefix="trainjob-make-bench-"))
     hp = ["--learning_rate", str(args.learning_rate), "--momentum", str(args.momentum)]
-    rows = {}
-    if args.only in (None, "tutorial"):
-        result = work / "tutorial.json"
-        wall = timed([sys.executable, str(REPO / "scripts/bench/tutorial_reference.py"), "--data_path", str(data),
-                      *hp, "--result", str(result)], work / "tutorial.log")
-        r = json.loads(result.read_text())
-        rows["tutorial script"] = (wall, r["train_seconds"], r["test_accuracy"])
-    if args.only in (None, "trainjob"):
-        out = work / "trainjob"
-        wall = timed([sys.executable, "-m", "trainjob", "--data_path", str(data), *hp, "--output_dir", str(out),
-                      "--resume", "never", "--progress", "off"], work / "trainjob.log")
-        s = json.loads((out / "summary.json").read_text())
-        rows["trainjob"] = (wall, s["train_seconds"], s["test_accuracy"])
+    runs: dict[str, list[tuple[float, float, float]]] = {}  # side -> (wall s, train s, test accuracy) per run
+    for i in range(args.repeats):
+        if args.only in (None, "tutorial"):
+            result = work / f"tutorial-{i}.json"
+            wall = timed([sys.executable, str(REPO / "scripts/bench/tutorial_reference.py"), "--data_path",
+                          str(data), *hp, "--result", str(result)], work / f"tutorial-{i}.log")
+            r = json.loads(result.read_text())
+            runs.setdefault("tutorial script", []).append((wall, r["train_seconds"], r["test_accuracy"]))
+        if args.only in (None, "trainjob"):
+            out = work / f"trainjob-{i}"
+            wall = timed([sys.executable, "-m", "trainjob", "--data_path", str(data), *hp, "--seed", str(i),
+                          "--output_dir", str(out), "--resume", "never", "--progress", "off"],
+                         work / f"trainjob-{i}.log")
+            s = json.loads((out / "summary.json").read_text())
+            runs.setdefault("trainjob", []).append((wall, s["train_seconds"], s["test_accuracy"]))
 
     load = os.getloadavg()[0]
     print(f"\nsame recipe (Net, SGD lr {args.learning_rate} momentum {args.momentum}, batch 4, 2 epochs), "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at the end; logs in {work}")
-    print(f"{'':18}{'wall s':>9}{'train s':>9}{'test acc':>10}")
-    for name, (wall, train, acc) in rows.items():
-        print(f"{name:18}{wall:9.1f}{train:9.1f}{acc:10.2%}")
-    if len(rows) == 2:
-        (w0, t0, a0), (w1, t1, a1) = rows.values()
+    print(f"{'':22}{'wall s':>9}{'train s':>9}{'test acc':>10}")
+    summary = {}
+    for name, rows in runs.items():
+        for wall, train, acc in rows if len(rows) > 1 else []:
+            print(f"{name:22}{wall:9.1f}{train:9.1f}{acc:10.2%}")
+        walls, trains, accs = zip(*rows, strict=True)
+        summary[name] = (statistics.median(walls), statistics.median(trains), statistics.fmean(accs))
+        label = f"{name}, {len(rows)} runs" if len(rows) > 1 else name
+        print(f"{label:22}{summary[name][0]:9.1f}{summary[name][1]:9.1f}{summary[name][2]:10.2%}"
+              + ("   (median, median, mean)" if len(rows) > 1 else ""))
+    if len(summary) == 2:
+        (w0, t0, a0), (w1, t1, a1) = summary.values()
         print(f"ratio: {w0 / w1:.2f}x less wall time, {t0 / t1:.2f}x less training time, "
               f"accuracy {100 * (a1 - a0):+.1f} points")
 
