@@ -3,10 +3,10 @@
 What it keeps from airbench: the net (models.FastNet: frozen patch-whitening first layer set from the first batch,
 BN with learnable biases only, GELU, global max pool), Nesterov SGD with a linear warm-up then decay, decoupled weight
 decay, BN biases at 64x the learning rate, label smoothing 0.2, per-image random translation (reflect padding) and
-flips done by one gather on the whole batch, Lookahead weight averaging (every 5 steps, strengthening to the end),
-and flip test-time augmentation. What it changes for a CPU: 3/4 of airbench's widths and 7 epochs (the CPU has ~1/500
-of an A100's arithmetic), bf16 autocast where the CPU has native bf16 (fp32 otherwise), and full TTA only at the final
-evaluation.
+alternating flips done by one gather on the whole batch, Lookahead weight averaging (every 5 steps, strengthening to
+the end), and flip test-time augmentation. What it changes for a CPU: 3/4 of airbench's widths and 7 epochs (the CPU
+has ~1/500 of an A100's arithmetic), bf16 autocast where the CPU has native bf16 (fp32 otherwise), and full TTA only
+at the final evaluation.
 
 Every hyperparameter is in HYP below; the CLI's --learning_rate, --momentum, --epochs, --batch_size and --image_size
 override theirs through FastRecipe.defaults.
