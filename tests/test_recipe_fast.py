@@ -122,6 +122,17 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
     assert choose_precision("bf16", CPU) == "bf16" and choose_precision("fp32", CPU) == "fp32"
 
 
+def test_startup_note_says_why_fp32_was_chosen(monkeypatch, small_net):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True})
+    auto = FastRecipe(make_cfg(precision="auto", batch_size=8), 10, 16, steps_per_epoch=2, device=CPU)
+    assert auto.precision == "fp32" and "no native bf16" in auto.startup_note()
+    chosen = FastRecipe(make_cfg(precision="fp32", batch_size=8), 10, 16, steps_per_epoch=2, device=CPU)
+    assert chosen.startup_note() == "precision: fp32"  # asked for: no excuse needed
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})
+    native = FastRecipe(make_cfg(precision="auto", batch_size=8), 10, 16, steps_per_epoch=2, device=CPU)
+    assert native.startup_note() == "precision: bf16 autocast"
+
+
 @pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_precision_flag_sets_the_arithmetic(small_net, precision, dtype):
     recipe = FastRecipe(make_cfg(precision=precision, batch_size=8), 10, 16, steps_per_epoch=2, device=CPU)

@@ -62,6 +62,9 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
 
     torch.manual_seed(cfg.seed)  # model initialisation
     recipe = recipe_cls(cfg, len(data.classes), cfg.image_size, steps, device, wrap=_ddp_wrapper(d, device))
+    note = recipe.startup_note()
+    if note:
+        log(note, flush=True)
     run = azure_run() if d.is_main else None
     tracker = Tracker(output_dir, enabled=d.is_main, run=run,
                       truncate_at=found[0]["metrics_offset"] if found else None)

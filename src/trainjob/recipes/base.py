@@ -81,3 +81,7 @@ class Recipe:
     def describe(self) -> dict:
         """Recipe facts for summary.json (precision chosen, and so on)."""
         return {"recipe": self.name, "arch": self.arch}
+
+    def startup_note(self) -> str | None:
+        """One line for the log before training: a choice made for the user that they should know about."""
+        return None
