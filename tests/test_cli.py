@@ -171,3 +171,15 @@ def test_two_processes_under_torchrun(cifar, tmp_path):
     # Each rank trains a disjoint half: 200 images / batch 4 = 50 steps per epoch per rank.
     assert s["history"][0]["steps_per_epoch"] == 50
     assert result.stdout.count("Finished Training") == 1  # only rank 0 logs
+
+
+def test_progress_lines_show_a_readable_speed_when_steps_are_slow(monkeypatch, capsys):
+    from trainjob import tracking
+
+    clock = iter([0.0, 60.0])  # start, then an update a minute later
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: next(clock))
+    progress = tracking.Progress("lines", enabled=True, every=30.0)
+    progress.start(epoch=0, epochs=8, total=98, done=0)
+    progress.update(25)  # 25 steps in 60 s: 2.4 s a step, which '0 steps/s' used to hide
+    assert "epoch 1/8: 25/98 steps (26%), 2.4 s/step, about 175 s left" in capsys.readouterr().out
+    assert tracking.speed(2.5) == "2.5 steps/s" and tracking.speed(1234.4) == "1234 steps/s"

@@ -87,6 +87,15 @@ def read_metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def speed(steps_per_second: float) -> str:
+    """'1234 steps/s', '2.5 steps/s', or '2.4 s/step' below one step a second (large batches on slow CPUs)."""
+    if steps_per_second >= 10:
+        return f"{steps_per_second:.0f} steps/s"
+    if steps_per_second >= 1:
+        return f"{steps_per_second:.1f} steps/s"
+    return f"{1 / max(steps_per_second, 1e-9):.1f} s/step"
+
+
 class Progress:
     """A tqdm bar on a terminal; in container and cloud logs, a plain line every `every` seconds."""
 
@@ -116,7 +125,7 @@ class Progress:
                 rate = (done - self._done) / max(now - self._t0, 1e-9)
                 eta = (self._total - done) / max(rate, 1e-9)
                 print(f"epoch {self._epoch + 1}/{self._epochs}: {done}/{self._total} steps "
-                      f"({done / self._total:.0%}), {rate:.0f} steps/s, about {eta:.0f} s left", flush=True)
+                      f"({done / self._total:.0%}), {speed(rate)}, about {eta:.0f} s left", flush=True)
                 self._last = now
 
     def close(self) -> None:
