@@ -1,39 +1,37 @@
 #!/usr/bin/env python3
-"""make bench-precision: time one training step of the fast recipe's net in fp32 and in bf16 autocast on this CPU.
+"""make bench-precision: time one training step of the fast recipe in fp32 and in bf16 autocast on this CPU.
 
 --precision auto picks bf16 only where the CPU does it natively (AVX512-BF16, AMX); elsewhere oneDNN emulates bf16,
 which is slower than fp32. This shows both on the machine at hand, with what auto would pick, on random 512-image
-batches (no data needed). Prints the median of the timed steps, after one warm-up step. Emulated bf16 can take
+uint8 batches (no data needed). Prints the median of the timed steps, after one warm-up step. Emulated bf16 can take
 half a minute a step (AVX2-only CPUs): the default of 3 timed steps keeps the whole run to a few minutes there.
 """
 
 import argparse
 import statistics
 import time
+from argparse import Namespace
 
 import torch
-import torch.nn.functional as F
 
 from trainjob import runtime
-from trainjob.models import FastNet
 from trainjob.recipes import fast
 
+CPU = torch.device("cpu")
 
-def step_seconds(widths: tuple[int, ...], bf16: bool, batch: int, steps: int) -> float:
+
+def step_seconds(precision: str, batch: int, steps: int) -> float:
+    """Median seconds of FastRecipe.train_step (augmentation, forward, backward, SGD, Lookahead) on random images."""
     torch.manual_seed(0)
-    model = FastNet(widths=widths)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.85, nesterov=True)
-    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,))
+    cfg = Namespace(**{**fast.FastRecipe.defaults, "batch_size": batch, "precision": precision, "seed": 0})
+    recipe = fast.FastRecipe(cfg, 10, cfg.image_size, steps_per_epoch=steps + 1, device=CPU)
+    images = torch.randint(0, 256, (batch, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
+    labels, indices = torch.randint(0, 10, (batch,)), torch.arange(batch)
+    generator = torch.Generator().manual_seed(0)
     times = []
-    for _ in range(steps + 1):
+    for _ in range(steps + 1):  # the first also sets the whitening layer: a warm-up, not timed
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        recipe.train_step(images, labels, generator, indices)
         times.append(time.perf_counter() - start)
     return statistics.median(times[1:])
 
@@ -45,12 +43,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(runtime.cpu_quota())  # as train does: the container's CPU quota
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; --precision auto picks "
-          f"{fast.choose_precision('auto', torch.device('cpu'))} here")
+          f"{fast.choose_precision('auto', CPU)} here")
     print(f"{'widths':>14}{'precision':>11}{'ms/step':>9}{'img/s':>7}")
     widths = fast.HYP.widths
     seconds = {}
     for precision in ("fp32", "bf16"):
-        seconds[precision] = step_seconds(widths, precision == "bf16", args.batch_size, args.steps)
+        seconds[precision] = step_seconds(precision, args.batch_size, args.steps)
         print(f"{'/'.join(map(str, widths)):>14}{precision:>11}{seconds[precision] * 1000:9.0f}"
               f"{args.batch_size / seconds[precision]:7.0f}", flush=True)
     print(f"bf16 takes {seconds['bf16'] / seconds['fp32']:.2f}x the time of fp32 per step")

@@ -262,7 +262,7 @@ class FastRecipe(Recipe):
         if self.precision == "bf16":
             return "precision: bf16 autocast"
         if self.cfg.precision == "auto" and self.device.type == "cpu":
-            # Measured on an AVX2-only EPYC: fp32 runs 12x faster than emulated bf16 there, and 3.6x slower than
+            # Measured on an AVX2-only EPYC: fp32 runs 11x faster than emulated bf16 there, and 3.6x slower than
             # native bf16 on a Zen 4 host. Azure's STANDARD_D2_V2 (the tutorial's cpu-cluster) runs on Haswell to
             # Ice Lake Xeons, none with native bf16.
             return ("precision: fp32, because this CPU has no native bf16 (AVX512-BF16 or AMX): expect several times "
