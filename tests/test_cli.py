@@ -114,7 +114,7 @@ def test_help_shows_every_default():
     result = run_train("--help")
     assert result.returncode == 0
     for flag in ("--data_path", "--learning_rate", "--momentum", "--epochs", "--batch_size", "--seed",
-                 "--output_dir", "--log_interval", "--model", "--image_size", "--num_threads", "--device"):
+                 "--output_dir", "--log_interval", "--model", "--image_size", "--width", "--num_threads", "--device"):
         assert flag in result.stdout, flag
     assert "default: 0.001" in result.stdout and "default: 0.9" in result.stdout and "(default: 2000)" in result.stdout
 
@@ -127,6 +127,8 @@ def test_help_shows_every_default():
     (["--no_such_flag"], ["unrecognized arguments: --no_such_flag"]),
     (["--recipe", "magic"], ["unknown --recipe 'magic'"]),
     (["--image_size", "64"], ["--model net takes 32x32 images"]),
+    (["--width", "32"], ["--width sets the fast recipe's net", "--recipe tutorial", "add --recipe fast"]),
+    (["--recipe", "fast", "--width", "2"], ["--width must be between 4 and 512", "2"]),
 ])
 def test_bad_flags_exit_2_with_one_line_and_failure_txt(cifar, tmp_path, args, phrases):
     out = tmp_path / "o"

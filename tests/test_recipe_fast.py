@@ -3,7 +3,6 @@ precision follows --precision, a checkpoint resumes bit for bit, and any image s
 
 import io
 from argparse import Namespace
-from dataclasses import replace
 
 import pytest
 import torch
@@ -27,8 +26,8 @@ def _two_threads():
 
 @pytest.fixture
 def small_net(monkeypatch):
-    """A narrower net where only the training behaviour matters, to keep the tests quick."""
-    monkeypatch.setattr(fast, "HYP", replace(fast.HYP, widths=(8, 16, 16)))
+    """A narrower net (8/32/32 channels) where only the training behaviour matters, to keep the tests quick."""
+    monkeypatch.setitem(FastRecipe.defaults, "width", 8)  # what make_cfg, like the CLI, starts from
 
 
 def make_cfg(**overrides) -> Namespace:
@@ -64,6 +63,17 @@ def test_registered_and_defaults_come_from_the_recipe():
     assert (cfg.model, cfg.batch_size, cfg.learning_rate, cfg.epochs) == (
         "fastnet", fast.HYP.batch_size, fast.HYP.learning_rate, fast.HYP.epochs)
     assert parse_args(["--recipe", "fast", "--demo", "--batch_size", "64"], environ={}).batch_size == 64
+    assert cfg.width == fast.HYP.width and parse_args(["--demo"], environ={}).width is None  # the tutorial has none
+
+
+def test_width_sets_the_channels_and_model_pt_records_them():
+    recipe = FastRecipe(make_cfg(width=8, batch_size=8), 10, 16, steps_per_epoch=2, device=CPU)
+    convs = [(g.conv1.out_channels, g.conv2.out_channels) for g in recipe.model.groups]
+    assert convs == [(8, 8), (32, 32), (32, 32)]
+    exported = recipe.export()
+    assert exported["arch_kwargs"]["widths"] == [8, 32, 32]
+    rebuilt = build_model(exported["arch"], **exported["arch_kwargs"])  # what predict does
+    rebuilt.load_state_dict(exported["state_dict"])
 
 
 def test_learns_an_easy_task_above_chance(small_net):
@@ -126,6 +136,7 @@ def test_startup_note_says_why_fp32_was_chosen(monkeypatch, small_net):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True})
     auto = FastRecipe(make_cfg(precision="auto", batch_size=8), 10, 16, steps_per_epoch=2, device=CPU)
     assert auto.precision == "fp32" and "no native bf16" in auto.startup_note()
+    assert "--width 32 --epochs 4" in auto.startup_note()  # what to do about it
     chosen = FastRecipe(make_cfg(precision="fp32", batch_size=8), 10, 16, steps_per_epoch=2, device=CPU)
     assert chosen.startup_note() == "precision: fp32"  # asked for: no excuse needed
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})

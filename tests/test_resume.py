@@ -10,6 +10,10 @@ import pytest
 import torch
 from cli_runner import REPO, cli_env, run_train, summary, weights
 
+from trainjob.checkpoint import check_compatible
+from trainjob.config import parse_args
+from trainjob.errors import UserError
+
 # --demo: 5,000 generated images, so 2 epochs are 2,500 steps of batch 4: long enough to stop in the middle.
 RUN = ["--demo", "--epochs", "2", "--log_interval", "50", "--progress", "off", "--num_threads", "1"]
 
@@ -103,6 +107,21 @@ def test_checkpoint_from_other_settings_is_refused_with_the_fix(tmp_path):
     fresh = run_train("--demo", "--epochs", "1", "--output_dir", out, "--learning_rate", "0.01", "--resume", "never",
                       "--progress", "off", "--log_interval", "500")
     assert fresh.returncode == 0, fresh.stderr
+
+
+def test_checkpoint_from_before_width_resumes_at_the_width_it_was_trained_with(tmp_path):
+    # A config as trainjob wrote it before --width existed: the fast recipe then always built width 48.
+    config = parse_args(["--recipe", "fast", "--demo"], environ={}).to_dict()
+    del config["width"]
+    old = {"config": config, "classes": ["a", "b"]}
+    current = parse_args(["--recipe", "fast", "--demo"], environ={}).to_dict()
+    check_compatible(old, tmp_path / "latest.pt", current, ["a", "b"])  # the default width: resumes
+    narrower = parse_args(["--recipe", "fast", "--demo", "--width", "32"], environ={}).to_dict()
+    with pytest.raises(UserError, match="made with --width 48 but this run has --width 32"):
+        check_compatible(old, tmp_path / "latest.pt", narrower, ["a", "b"])
+    tutorial = parse_args(["--demo"], environ={}).to_dict()  # no width on either side
+    check_compatible({"config": {k: v for k, v in tutorial.items() if k != "width"}, "classes": ["a"]},
+                     tmp_path / "latest.pt", tutorial, ["a"])
 
 
 def test_finished_run_rerun_does_not_train_again(tmp_path):

@@ -86,7 +86,8 @@ def main() -> None:
         print(f"{e['epoch']:5d}{e['test_accuracy']:10.2%}{e['elapsed_seconds']:9.1f}"
               f"{e.get('wall_seconds', float('nan')):9.1f}{e['images_per_second']:8.0f}")
     print(f"wall time          {wall:.1f} s (process start to exit: imports, data, evaluations, outputs)")
-    print(f"test accuracy      {summary['test_accuracy']:.2%} after {summary['epochs']} epochs")
+    print(f"test accuracy      {summary['test_accuracy']:.2%} after {summary['epochs']} epochs at --width "
+          f"{summary['config']['width']}")
     if reached:
         print(f"reached {TUTORIAL_ACCURACY:.0%}        at epoch {reached['epoch']}: "
               f"{reached['elapsed_seconds']:.1f} s of training, {reached.get('wall_seconds', float('nan')):.1f} s "

@@ -20,10 +20,11 @@ from trainjob.recipes import fast
 CPU = torch.device("cpu")
 
 
-def step_seconds(precision: str, batch: int, steps: int) -> float:
+def step_seconds(precision: str, batch: int, width: int, steps: int) -> float:
     """Median seconds of FastRecipe.train_step (augmentation, forward, backward, SGD, Lookahead) on random images."""
     torch.manual_seed(0)
-    cfg = Namespace(**{**fast.FastRecipe.defaults, "batch_size": batch, "precision": precision, "seed": 0})
+    cfg = Namespace(**{**fast.FastRecipe.defaults, "batch_size": batch, "width": width, "precision": precision,
+                       "seed": 0})
     recipe = fast.FastRecipe(cfg, 10, cfg.image_size, steps_per_epoch=steps + 1, device=CPU)
     images = torch.randint(0, 256, (batch, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
     labels, indices = torch.randint(0, 10, (batch,)), torch.arange(batch)
@@ -39,16 +40,17 @@ def step_seconds(precision: str, batch: int, steps: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch_size", type=int, default=fast.HYP.batch_size)
+    p.add_argument("--width", type=int, default=fast.HYP.width, help="as train's --width")
     p.add_argument("--steps", type=int, default=3, help="timed steps per precision (after one warm-up step)")
     args = p.parse_args()
     torch.set_num_threads(runtime.cpu_quota())  # as train does: the container's CPU quota
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; --precision auto picks "
           f"{fast.choose_precision('auto', CPU)} here")
     print(f"{'widths':>14}{'precision':>11}{'ms/step':>9}{'img/s':>7}")
-    widths = fast.HYP.widths
+    widths = fast.net_widths(args.width)
     seconds = {}
     for precision in ("fp32", "bf16"):
-        seconds[precision] = step_seconds(precision, args.batch_size, args.steps)
+        seconds[precision] = step_seconds(precision, args.batch_size, args.width, args.steps)
         print(f"{'/'.join(map(str, widths)):>14}{precision:>11}{seconds[precision] * 1000:9.0f}"
               f"{args.batch_size / seconds[precision]:7.0f}", flush=True)
     print(f"bf16 takes {seconds['bf16'] / seconds['fp32']:.2f}x the time of fp32 per step")

@@ -15,6 +15,7 @@ import torch
 from trainjob import contract
 from trainjob.errors import UserError
 from trainjob.files import save_torch
+from trainjob.recipes import RECIPES
 
 FORMAT = "trainjob-checkpoint-2"  # 2: the tutorial recipe keeps its momentum buffers as a list
 LATEST = "latest.pt"
@@ -76,7 +77,7 @@ def load(path: Path) -> dict | None:
 
 def check_compatible(state: dict, path: Path, config: dict, classes: list[str]) -> None:
     """A checkpoint resumes only the same training: same hyperparameters, same classes."""
-    saved = state["config"]
+    saved = _saved_config(state)
     for key, value in config.items():
         if key in NOT_COMPARED or saved.get(key) == value:
             continue
@@ -86,6 +87,16 @@ def check_compatible(state: dict, path: Path, config: dict, classes: list[str]) 
     if list(state["classes"]) != list(classes):
         raise UserError(f"checkpoint {path} was trained on classes {state['classes']} but the data now has "
                         f"{classes}: point --data_path at the same dataset to resume, or pass --resume never")
+
+
+def _saved_config(state: dict) -> dict:
+    """The checkpoint's config. A recipe setting added since it was written (--width) takes that recipe's default,
+    which is what the older version trained with."""
+    saved = dict(state["config"])
+    recipe = RECIPES.get(saved.get("recipe"))
+    for key, value in (recipe.defaults.items() if recipe else ()):
+        saved.setdefault(key, value)
+    return saved
 
 
 def _flag(key: str, value) -> str:

@@ -9,7 +9,7 @@ from trainjob import contract
 from trainjob.errors import UserError
 
 # Hyperparameters whose defaults come from the recipe (see recipes/): None here means "the recipe decides".
-RECIPE_DEFAULTED = ("learning_rate", "momentum", "epochs", "batch_size", "image_size")
+RECIPE_DEFAULTED = ("learning_rate", "momentum", "epochs", "batch_size", "image_size", "width")
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Config:
     epochs: int | None = None  # tutorial: 2
     batch_size: int | None = None  # tutorial: 4 (images per step, per process)
     image_size: int | None = None  # pixels per side; tutorial: 32
+    width: int | None = None  # fast recipe only: channels of the net's first conv group (default 48)
     seed: int = 0
     precision: str = "auto"  # auto | fp32 | bf16 (bf16 autocast where the recipe and CPU support it)
     # --- run ---
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: 2)")
     hp.add_argument("--batch_size", type=int, default=None, help="images per step per process (default: 4)")
     hp.add_argument("--image_size", type=int, default=None, help="pixels per side images are resized to (default: 32)")
+    hp.add_argument("--width", type=int, default=None,
+                    help="--recipe fast only: channels of the net's first conv group, 4x that in the other two "
+                    "(default: 48); the arithmetic per image grows with its square")
     hp.add_argument("--seed", type=int, default=d.seed, help="random seed: same seed on CPU, same result")
     hp.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"],
                     help="arithmetic for recipes that support bf16 autocast")
@@ -119,7 +123,7 @@ def apply_recipe_defaults(cfg: Config) -> None:
     recipe = RECIPES[cfg.recipe]
     for name in RECIPE_DEFAULTED:
         if getattr(cfg, name) is None:
-            setattr(cfg, name, recipe.defaults[name])
+            setattr(cfg, name, recipe.defaults.get(name))  # None where the recipe has no such setting
     if cfg.model is None:
         cfg.model = recipe.arch
 
@@ -139,6 +143,7 @@ def validate(cfg: Config) -> None:
     need(cfg.epochs >= 1, "--epochs", "at least 1", cfg.epochs)
     need(cfg.batch_size >= 1, "--batch_size", "at least 1", cfg.batch_size)
     need(8 <= cfg.image_size <= 1024, "--image_size", "between 8 and 1024", cfg.image_size)
+    need(cfg.width is None or 4 <= cfg.width <= 512, "--width", "between 4 and 512", cfg.width)
     need(finite(cfg.val_fraction) and 0 < cfg.val_fraction < 1, "--val_fraction", "between 0 and 1 (exclusive)",
          cfg.val_fraction)
     need(cfg.log_interval >= 1, "--log_interval", "at least 1", cfg.log_interval)
@@ -148,7 +153,11 @@ def validate(cfg: Config) -> None:
     need(cfg.model in ARCHITECTURES, "--model", f"one of {', '.join(sorted(ARCHITECTURES))}", cfg.model)
     from trainjob.recipes import RECIPES
 
-    trains = RECIPES[cfg.recipe].arch  # a recipe's hyperparameters are tuned for its own architecture
+    recipe = RECIPES[cfg.recipe]
+    if cfg.width is not None and "width" not in recipe.defaults:  # set by the user: the recipe's default is None
+        raise UserError(f"--width sets the fast recipe's net; --recipe {cfg.recipe} trains its fixed {recipe.arch}: "
+                        "leave --width out, or add --recipe fast")
+    trains = recipe.arch  # a recipe's hyperparameters are tuned for its own architecture
     if cfg.model != trains:
         raise UserError(f"--model {cfg.model} does not go with --recipe {cfg.recipe}, which trains {trains}: "
                         f"leave --model out, or pick the recipe made for {cfg.model}")

@@ -29,21 +29,25 @@ def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torc
 class Recipe:
     name: ClassVar[str]
     arch: ClassVar[str]
-    # Values for the hyperparameter flags a user leaves out (learning_rate, momentum, epochs, batch_size, image_size).
+    # Values for the hyperparameter flags a user leaves out (config.RECIPE_DEFAULTED); a recipe without a setting
+    # (the tutorial's fixed Net has no --width) leaves it out and refuses the flag.
     defaults: ClassVar[dict[str, Any]]
     mean: ClassVar[tuple[float, ...]]
     std: ClassVar[tuple[float, ...]]
     drop_last: ClassVar[bool] = False  # whether the engine drops each epoch's last partial batch
-    # More arguments for the architecture beyond num_classes and image_size; model.pt records them for `predict`.
-    arch_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg, num_classes: int, image_size: int, steps_per_epoch: int, device: torch.device,
                  wrap: Callable[[nn.Module], nn.Module] = lambda m: m):
         self.cfg = cfg
         self.device = device
-        self.arch_kwargs = {"num_classes": num_classes, "image_size": image_size, **self.arch_options}
+        self.arch_kwargs = {"num_classes": num_classes, "image_size": image_size, **self.arch_options(cfg)}
         self.model = build_model(self.arch, **self.arch_kwargs).to(device)
         self.train_model = wrap(self.model)  # the DistributedDataParallel wrapper under torchrun, else the model
+
+    @classmethod
+    def arch_options(cls, cfg) -> dict[str, Any]:
+        """More arguments for the architecture beyond num_classes and image_size; model.pt records them."""
+        return {}
 
     @classmethod
     def max_threads(cls, cfg) -> int | None:

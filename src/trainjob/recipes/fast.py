@@ -8,8 +8,8 @@ the end), and flip test-time augmentation. What it changes for a CPU: 3/4 of air
 has ~1/500 of an A100's arithmetic), bf16 autocast where the CPU has native bf16 (fp32 otherwise), and full TTA only
 at the final evaluation.
 
-Every hyperparameter is in HYP below; the CLI's --learning_rate, --momentum, --epochs, --batch_size and --image_size
-override theirs through FastRecipe.defaults.
+Every hyperparameter is in HYP below; the CLI's --learning_rate, --momentum, --epochs, --batch_size, --image_size and
+--width override theirs through FastRecipe.defaults.
 """
 
 from dataclasses import asdict, dataclass
@@ -23,7 +23,7 @@ from trainjob.recipes.base import Recipe, normalize
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    # --- optimisation (the CLI overrides the first five) ---
+    # --- optimisation (the CLI overrides the first five, and --width below) ---
     learning_rate: float = 0.75  # peak Nesterov-SGD lr on the batch-mean loss (airbench's 11.5 / 7.67 per 1024 images)
     momentum: float = 0.85  # Nesterov momentum
     epochs: int = 8  # passes over the training set
@@ -46,8 +46,9 @@ class Hyperparameters:
     tta_final: int = 2  # test-time augmentation at the last evaluation: 0 none, 1 flip, 2 flip + 1-pixel shifts
     tta_during: int = 0  # ... at earlier evaluations (they only show the trend; the final one is reported)
     # --- net (models.FastNet) ---
-    widths: tuple[int, int, int] = (48, 192, 192)  # channels of the three conv groups (airbench: 64, 256, 256)
-    # (Measured on 2 CPU cores: 3/4 of airbench's width for 6-8 epochs beats half its width for 14-16 epochs.)
+    width: int = 48  # channels of the first conv group; the second and third have 4x (airbench: 64, 256, 256)
+    # Measured on 2 CPU cores with native bf16: width 48 for 6-8 epochs beats 32 for 14-16 at the same time. Where
+    # only a few epochs fit (fp32 CPUs, 10 minutes), 32 for 4 epochs beats 48 for 2 (README, Benchmarks).
     bn_momentum: float = 0.4  # PyTorch convention: running = 0.6 running + 0.4 batch
     bn_eps: float = 1e-12
     logit_scale: float = 1 / 9  # logits multiplier (airbench's scaling_factor)
@@ -59,6 +60,11 @@ HYP = Hyperparameters()
 # CIFAR-10's channel statistics; for other data the whitening layer, set from the data, takes up the difference.
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
+
+
+def net_widths(width: int) -> tuple[int, int, int]:
+    """Channels of FastNet's three conv groups for --width: airbench's 1 : 4 : 4."""
+    return width, 4 * width, 4 * width
 
 
 def choose_precision(requested: str, device: torch.device) -> str:
@@ -138,13 +144,15 @@ class FastRecipe(Recipe):
     name = "fast"
     arch = "fastnet"
     defaults = {"learning_rate": HYP.learning_rate, "momentum": HYP.momentum, "epochs": HYP.epochs,
-                "batch_size": HYP.batch_size, "image_size": HYP.image_size}
+                "batch_size": HYP.batch_size, "image_size": HYP.image_size, "width": HYP.width}
     mean = MEAN
     std = STD
     drop_last = False  # a small last batch is harmless here, and a dataset smaller than one batch still trains
 
-    arch_options = {"widths": list(HYP.widths), "bn_momentum": HYP.bn_momentum, "bn_eps": HYP.bn_eps,
-                    "logit_scale": HYP.logit_scale}
+    @classmethod
+    def arch_options(cls, cfg):
+        return {"widths": list(net_widths(cfg.width)), "bn_momentum": HYP.bn_momentum, "bn_eps": HYP.bn_eps,
+                "logit_scale": HYP.logit_scale}
 
     def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m):
         super().__init__(cfg, num_classes, image_size, steps_per_epoch, device, wrap)
@@ -266,7 +274,7 @@ class FastRecipe(Recipe):
             # native bf16 on a Zen 4 host. Azure's STANDARD_D2_V2 (the tutorial's cpu-cluster) runs on Haswell to
             # Ice Lake Xeons, none with native bf16.
             return ("precision: fp32, because this CPU has no native bf16 (AVX512-BF16 or AMX): expect several times "
-                    "the training time of a CPU that has it")
+                    "the training time of a CPU that has it; --width 32 --epochs 4 takes about a quarter of the time")
         return "precision: fp32"
 
     def describe(self):
