@@ -117,6 +117,7 @@ def test_help_shows_every_default():
                  "--output_dir", "--log_interval", "--model", "--image_size", "--width", "--num_threads", "--device"):
         assert flag in result.stdout, flag
     assert "default: 0.001" in result.stdout and "default: 0.9" in result.stdout and "(default: 2000)" in result.stdout
+    assert "(default: None)" not in result.stdout  # recipe-decided flags name their default in words
 
 
 @pytest.mark.parametrize("args, phrases", [

@@ -43,12 +43,20 @@ class Config:
         return asdict(self)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' to each flag's help, except where the default is None: that means the recipe or the
+    environment decides, and the help text says how ('(default: None)' would be wrong)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train",
         description="Train an image classifier on CIFAR-10 batches or your own image folders "
         "(Azure ML tutorial compatible). Run `train predict --help` to classify images with a trained model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     d = Config()
     data = p.add_argument_group("data")
