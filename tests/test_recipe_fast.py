@@ -136,7 +136,7 @@ def test_startup_note_says_why_fp32_was_chosen(monkeypatch, small_net):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True})
     auto = FastRecipe(make_cfg(precision="auto", batch_size=8), 10, 16, steps_per_epoch=2, device=CPU)
     assert auto.precision == "fp32" and "no native bf16" in auto.startup_note()
-    assert "--width 32 --epochs 4" in auto.startup_note()  # what to do about it
+    assert "--width 32 --epochs 4 --batch_size 256 --learning_rate 0.375" in auto.startup_note()  # what to do about it
     chosen = FastRecipe(make_cfg(precision="fp32", batch_size=8), 10, 16, steps_per_epoch=2, device=CPU)
     assert chosen.startup_note() == "precision: fp32"  # asked for: no excuse needed
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})
