@@ -53,7 +53,7 @@ bench: venv ## Time the tutorial's original script against trainjob's same recip
 bench-fast: venv ## Train the fast recipe on the real CIFAR-10 and report time, accuracy and throughput.
 	$(PY) scripts/bench/bench_fast.py $(ARGS)
 
-bench-precision: venv ## Time a fast-recipe training step in fp32 and in bf16 on this CPU (what --precision auto weighs).
+bench-precision: venv ## Time a fast-recipe training step in fp32 and in bf16 on this CPU (ARGS=--profile: where its time goes).
 	$(PY) scripts/bench/bench_precision.py $(ARGS)
 
 # --- image (docker/, entrypoint/, scripts/docker/) ------------------------------------------------------------------
