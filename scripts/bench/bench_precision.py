@@ -22,12 +22,12 @@ from trainjob.recipes import fast
 CPU = torch.device("cpu")
 
 
-def one_step(precision: str, batch: int, width: int, total_steps: int) -> Callable[[], object]:
+def one_step(precision: str, batch: int, width: int, steps_per_epoch: int) -> Callable[[], object]:
     """FastRecipe.train_step (augmentation, forward, backward, SGD, Lookahead) on one random batch, as a callable."""
     torch.manual_seed(0)
     cfg = Namespace(**{**fast.FastRecipe.defaults, "batch_size": batch, "width": width, "precision": precision,
                        "seed": 0})
-    recipe = fast.FastRecipe(cfg, 10, cfg.image_size, steps_per_epoch=total_steps, device=CPU)
+    recipe = fast.FastRecipe(cfg, 10, cfg.image_size, steps_per_epoch=steps_per_epoch, device=CPU)
     images = torch.randint(0, 256, (batch, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
     labels, indices = torch.randint(0, 10, (batch,)), torch.arange(batch)
     generator = torch.Generator().manual_seed(0)
