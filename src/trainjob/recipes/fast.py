@@ -282,5 +282,4 @@ class FastRecipe(Recipe):
 
     def describe(self):
         return {"recipe": self.name, "arch": self.arch, "precision": self.precision, "total_steps": self.total_steps,
-                "hyperparameters": {**{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(HYP).items()},
-                                    **{k: getattr(self.cfg, k) for k in self.defaults}}}
+                "hyperparameters": {**asdict(HYP), **{k: getattr(self.cfg, k) for k in self.defaults}}}
