@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from trainjob import contract
+from trainjob.config import Config
 from trainjob.errors import UserError
 from trainjob.files import save_torch
 from trainjob.recipes import RECIPES
@@ -22,7 +23,7 @@ LATEST = "latest.pt"
 PREVIOUS = "previous.pt"
 # Flags that may change between a run and its resumption without changing the result.
 NOT_COMPARED = {"data_path", "output_dir", "log_interval", "num_threads", "device", "checkpoint_interval", "resume",
-                "progress", "cache_dir"}
+                "progress", "cache_dir", "weights"}
 _CORRUPT = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, TypeError)
 
 
@@ -90,11 +91,13 @@ def check_compatible(state: dict, path: Path, config: dict, classes: list[str]) 
 
 
 def _saved_config(state: dict) -> dict:
-    """The checkpoint's config. A recipe setting added since it was written (--width) takes that recipe's default,
-    which is what the older version trained with."""
+    """The checkpoint's config. A setting added since it was written (--width, --finetune) takes its default, the
+    recipe's where the recipe has one: that is what the older version trained with."""
     saved = dict(state["config"])
     recipe = RECIPES.get(saved.get("recipe"))
     for key, value in (recipe.defaults.items() if recipe else ()):
+        saved.setdefault(key, value)
+    for key, value in Config().to_dict().items():
         saved.setdefault(key, value)
     return saved
 

@@ -22,9 +22,9 @@ class DivergedError(Exception):
 class Stopped(Exception):
     """A signal asked the run to stop; a checkpoint was written before this is raised."""
 
-    def __init__(self, signal_name: str, exit_code: int, checkpoint: str | None):
+    def __init__(self, signal_name: str, exit_code: int, checkpoint: str | None, kept: str | None = None):
         self.signal_name = signal_name
         self.exit_code = exit_code
         self.checkpoint = checkpoint
-        where = f"resumable from {checkpoint}" if checkpoint else "no checkpoint was written"
+        where = f"resumable from {checkpoint}" if checkpoint else (kept or "no checkpoint was written")
         super().__init__(f"stopped by {signal_name}; {where}; run the same command again to resume")

@@ -11,7 +11,6 @@ import trainjob
 from trainjob import contract, runtime
 from trainjob.checkpoint import Checkpoints, check_compatible
 from trainjob.config import Config
-from trainjob.data import load_dataset
 from trainjob.engine import Trainer, accuracy, evaluate, per_class_accuracy, steps_per_epoch
 from trainjob.errors import DataError
 from trainjob.files import clear_failure, prepare_output_dir, save_torch
@@ -42,8 +41,7 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
     log(f"trainjob {trainjob.__version__}: recipe {cfg.recipe}, device {device}, {threads} threads"
         + (f", process {d.rank} of {d.world_size}" if d.enabled else ""), flush=True)
 
-    data = load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                        cache_dir=cfg.cache_dir, demo=cfg.demo, log=log)
+    data = recipe_cls.load_data(cfg, log=log, output_dir=output_dir, d=d, device=device, stop=stop)
     steps = steps_per_epoch(len(data.train), cfg.batch_size, recipe_cls.drop_last, d)
     if steps == 0:
         raise DataError(f"only {len(data.train)} training images for --batch_size {cfg.batch_size} on "

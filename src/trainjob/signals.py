@@ -17,6 +17,7 @@ class StopRequest:
     def __init__(self):
         self.signum: int | None = None
         self.training = False  # while False, a signal raises Stopped immediately
+        self.kept: str | None = None  # what survives a stop before training, when something does (features)
         self._previous = {}
 
     def install(self) -> "StopRequest":
@@ -35,7 +36,7 @@ class StopRequest:
 
     def stopped(self, checkpoint: str | None) -> Stopped:
         signum = self.signum or signal.SIGTERM
-        return Stopped(signal.Signals(signum).name, _EXIT_CODES[signum], checkpoint)
+        return Stopped(signal.Signals(signum).name, _EXIT_CODES[signum], checkpoint, self.kept)
 
     def _handle(self, signum, frame):
         self.signum = signum

@@ -18,14 +18,18 @@ SKIPPED_EXAMPLES = 5
 
 
 def load_dataset(data_path: str | None, *, image_size: int, val_fraction: float, seed: int,
-                 cache_dir: str | None, demo: bool, log: Callable[[str], None] = print) -> Dataset:
-    """Detect the layout under data_path and load it into uint8 tensors; raise DataError with a one-line fix."""
+                 cache_dir: str | None, demo: bool, log: Callable[[str], None] = print, features=None) -> Dataset:
+    """Detect the layout under data_path and load it into uint8 tensors; raise DataError with a one-line fix.
+
+    features: a features.FeatureExtractor: the splits then hold its feature rows per image instead of pixels
+    (image files are streamed through it; CIFAR and --demo pixels are loaded at their own size first)."""
+    in_memory_size = image_size if features is None else None
     log("===== DATA =====")
     if demo:
         log(f"DATA PATH: none (--demo: {synthetic.DEMO_TRAIN_IMAGES} train + {synthetic.DEMO_TEST_IMAGES} test "
             f"generated images, seed {seed})")
         log("================")
-        dataset = synthetic.make_demo_dataset(image_size=image_size, seed=seed)
+        dataset = synthetic.make_demo_dataset(image_size=in_memory_size or synthetic.DEMO_IMAGE_SIZE, seed=seed)
     else:
         if not data_path:
             raise DataError("no dataset given: pass --data_path FOLDER (or set DATA_PATH), or --demo")
@@ -38,10 +42,12 @@ def load_dataset(data_path: str | None, *, image_size: int, val_fraction: float,
         layout = detect_layout(path)
         log(f"layout: {layout.kind} at {printable(str(layout.path))}" + (f" ({layout.note})" if layout.note else ""))
         if layout.kind in ("cifar-batches", "cifar-tar"):
-            dataset = _load_cifar(layout, image_size, log)
+            dataset = _load_cifar(layout, in_memory_size or cifar.CIFAR_SIDE, log)
         else:
             dataset = folders.load_image_folders(layout, image_size=image_size, val_fraction=val_fraction, seed=seed,
-                                                 cache_dir=cache_dir, log=log)
+                                                 cache_dir=cache_dir, log=log, features=features)
+    if features is not None and dataset.input_size is None:
+        dataset = features.for_dataset(dataset)
     log(summary_line(dataset))
     if dataset.skipped:
         examples = "; ".join(f"{s['path']} ({s['reason']})" for s in dataset.skipped[:SKIPPED_EXAMPLES])

@@ -19,8 +19,9 @@ DEFAULT_CACHE_DIR = Path("~/.cache/trainjob")
 OFF = ("off", "none", "no", "false", "0")
 
 
-def resolve_cache_dir(cache_dir: str | None, data_root: Path, log: Callable[[str], None]) -> Path | None:
-    """The folder to cache in, or None (off, or unusable: a cache never stops a run)."""
+def resolve_cache_dir(cache_dir: str | None, data_root: Path | None, log: Callable[[str], None]) -> Path | None:
+    """The folder to cache in, or None (off, or unusable: a cache never stops a run). data_root: None for data
+    that has no folder (--demo)."""
     if cache_dir is not None and cache_dir.strip().lower() in OFF:
         return None
     explicit = cache_dir is not None
@@ -33,7 +34,7 @@ def resolve_cache_dir(cache_dir: str | None, data_root: Path, log: Callable[[str
         usable, reason = False, e.strerror or str(e)
     else:
         reason = "not writable"
-    if usable and folder.is_relative_to(data_root.resolve()):
+    if usable and data_root is not None and folder.is_relative_to(data_root.resolve()):
         usable, reason = False, "inside the data folder (it would change the dataset it caches)"
     if not usable:
         if explicit:  # the default location failing is normal (read-only home): stay quiet then

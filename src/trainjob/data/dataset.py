@@ -7,7 +7,7 @@ import torch
 
 @dataclass
 class Split:
-    images: torch.Tensor  # (N, 3, H, W) uint8, contiguous
+    images: torch.Tensor  # (N, 3, H, W) uint8, contiguous; for --recipe transfer, backbone features (N, ...)
     labels: torch.Tensor  # (N,) int64, values in [0, num_classes)
 
     def __len__(self) -> int:
@@ -25,9 +25,12 @@ class Dataset:
     synthetic: bool = False
     skipped: list[dict] = field(default_factory=list)  # [{"path": ..., "reason": ...}] unreadable files left out
     cache: str | None = None  # the decoded-image cache file used or written, if any
+    input_size: tuple[int, int] | None = None  # (H, W) of the images when the splits hold features instead
 
     @property
     def image_size(self) -> tuple[int, int]:
+        if self.input_size is not None:
+            return self.input_size
         return int(self.train.images.shape[2]), int(self.train.images.shape[3])
 
     def describe(self) -> dict:

@@ -98,17 +98,17 @@ def _decode_chunk(paths: list[str], size: int) -> tuple[np.ndarray, list[tuple[i
     return out, failures
 
 
-class _Progress:
+class Progress:
     """A tqdm bar on a terminal, else a log line every few seconds (container logs have no terminal)."""
 
-    def __init__(self, total: int, log: Callable[[str], None]):
-        self.total, self.done, self.log = total, 0, log
+    def __init__(self, total: int, log: Callable[[str], None], what: str = "decoding images"):
+        self.total, self.done, self.log, self.what = total, 0, log, what
         self.start = self.last = time.monotonic()
         self.bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc="decoding images", unit="img", file=sys.stderr)
+            self.bar = tqdm(total=total, desc=what, unit="img", file=sys.stderr)
 
     def update(self, n: int) -> None:
         self.done += n
@@ -118,7 +118,7 @@ class _Progress:
         now = time.monotonic()
         if now - self.last >= PROGRESS_EVERY_S and self.done < self.total:
             rate = self.done / (now - self.start)
-            self.log(f"decoding images: {self.done}/{self.total} ({rate:.0f}/s, "
+            self.log(f"{self.what}: {self.done}/{self.total} ({rate:.0f}/s, "
                      f"about {(self.total - self.done) / max(rate, 1e-9):.0f} s left)")
             self.last = now
 
@@ -135,7 +135,7 @@ def decode_all(paths: list[str], size: int, log: Callable[[str], None],
     failures: dict[int, str] = {}
     chunk = max(16, min(512, math.ceil(len(paths) / (workers * 4)))) if paths else 1
     starts = list(range(0, len(paths), chunk))
-    progress = _Progress(len(paths), log)
+    progress = Progress(len(paths), log)
     try:
         if len(paths) < PARALLEL_MIN_FILES or workers == 1 or len(starts) == 1:
             for start in starts:

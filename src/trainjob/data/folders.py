@@ -127,18 +127,23 @@ def _decode_or_load(listing: Listing, layout: Layout, image_size: int, cache_dir
     log(f"decoding {len(listing.paths)} images to {image_size}x{image_size} RGB "
         f"(once; {'cached in ' + str(path) if path else 'no cache'})")
     images, failures = decode_all(listing.paths, image_size, log)  # (N, 3, S, S) uint8
+    arrays = readable(listing, images, failures)
+    if path is not None and cache.save(path, arrays, key, log):
+        log(f"cache written: {path}")
+        return arrays, str(path)
+    return arrays, None
+
+
+def readable(listing: Listing, rows: np.ndarray, failures: dict[int, str]) -> dict[str, np.ndarray]:
+    """One row per listed file (pixels, or features) -> the arrays of the readable ones, and the skipped files."""
     keep = np.array([i not in failures for i in range(len(listing.paths))], dtype=bool)
-    arrays = {
-        "images": images[keep] if failures else images,
+    return {
+        "images": rows[keep] if failures else rows,
         "labels": np.asarray(listing.labels, dtype=np.int64)[keep],
         "splits": np.asarray(listing.splits, dtype=np.int8)[keep],
         "skipped_paths": np.array([listing.rels[i] for i in sorted(failures)], dtype=str),
         "skipped_reasons": np.array([failures[i] for i in sorted(failures)], dtype=str),
     }
-    if path is not None and cache.save(path, arrays, key, log):
-        log(f"cache written: {path}")
-        return arrays, str(path)
-    return arrays, None
 
 
 def _check_every_class(listing: Listing, labels: np.ndarray, splits: np.ndarray, layout: Layout,
@@ -181,16 +186,22 @@ def _split(images: torch.Tensor, labels: torch.Tensor, index: np.ndarray) -> Spl
 
 
 def load_image_folders(layout: Layout, *, image_size: int, val_fraction: float, seed: int, cache_dir: str | None,
-                       log: Callable[[str], None]) -> Dataset:
+                       log: Callable[[str], None], features=None) -> Dataset:
+    """features: a features.FeatureExtractor, to hold backbone features per image instead of pixels."""
     listing = list_images(layout)
     log(f"found {len(listing.paths)} image files in {len(listing.classes)} class folders"
         + (f" ({len(listing.skipped)} other files left out)" if listing.skipped else ""))
-    arrays, cache_used = _decode_or_load(listing, layout, image_size, cache_dir, log)
+    if features is None:
+        arrays, cache_used = _decode_or_load(listing, layout, image_size, cache_dir, log)
+    else:
+        identity = cache.cache_key(layout.path, layout.kind, listing.identity, image_size)
+        rows, failures = features.for_files(listing.paths, identity)
+        arrays, cache_used = readable(listing, rows, failures), None
     skipped = listing.skipped + [{"path": str(p), "reason": str(r)}
                                  for p, r in zip(arrays["skipped_paths"], arrays["skipped_reasons"], strict=True)]
     labels_np, splits_np = arrays["labels"], arrays["splits"]
     _check_every_class(listing, labels_np, splits_np, layout, skipped)
-    images = torch.from_numpy(arrays["images"])  # (N, 3, S, S) uint8
+    images = torch.from_numpy(arrays["images"])  # (N, 3, S, S) uint8, or feature rows
     labels = torch.from_numpy(labels_np)
     if layout.test_dir:
         train_idx, test_idx = np.flatnonzero(splits_np == TRAIN), np.flatnonzero(splits_np == TEST)
@@ -204,4 +215,6 @@ def load_image_folders(layout: Layout, *, image_size: int, val_fraction: float, 
         test_split = f"held-out {val_fraction:.0%}{of} per class (seed {seed})"
     return Dataset(train=_split(images, labels, train_idx), test=_split(images, labels, test_idx),
                    classes=listing.classes, format=layout.kind, source=str(layout.path.resolve()),
-                   test_split=test_split, skipped=skipped, cache=cache_used)
+                   test_split=test_split, skipped=skipped,
+                   cache=str(features.store.cached) if features and features.store.cached else cache_used,
+                   input_size=(image_size, image_size) if features else None)

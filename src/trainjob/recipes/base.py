@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from trainjob.data import Dataset, load_dataset
 from trainjob.models import build_model
 
 
@@ -42,7 +43,17 @@ class Recipe:
         self.device = device
         self.arch_kwargs = {"num_classes": num_classes, "image_size": image_size, **self.arch_options(cfg)}
         self.model = build_model(self.arch, **self.arch_kwargs).to(device)
-        self.train_model = wrap(self.model)  # the DistributedDataParallel wrapper under torchrun, else the model
+        self.train_model = wrap(self.trainable())  # the DistributedDataParallel wrapper under torchrun, else as is
+
+    @classmethod
+    def load_data(cls, cfg, *, log, output_dir, d, device, stop) -> Dataset:
+        """The dataset as this recipe trains on it: uint8 pixels here (the transfer recipe: backbone features)."""
+        return load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                            cache_dir=cfg.cache_dir, demo=cfg.demo, log=log)
+
+    def trainable(self) -> nn.Module:
+        """The module train_step calls (and DDP wraps): the model, unless a recipe trains on something else."""
+        return self.model
 
     @classmethod
     def arch_options(cls, cfg) -> dict[str, Any]:
