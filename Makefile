@@ -11,7 +11,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help venv run run-local demo data test test-fast lint bench bench-fast bench-precision build base-image-offline smoke shell \
+.PHONY: help venv run run-local demo data test test-fast lint bench bench-fast bench-precision bench-transfer build base-image-offline smoke shell \
 	lint-docker chaos workspace compute upload-data push-image register-env submit-aml
 
 help: ## Show this list.
@@ -52,6 +52,9 @@ bench: venv ## Time the tutorial's original script against trainjob's same recip
 
 bench-fast: venv ## Train the fast recipe on the real CIFAR-10 and report time, accuracy and throughput.
 	$(PY) scripts/bench/bench_fast.py $(ARGS)
+
+bench-transfer: venv ## Pretrained transfer (frozen, warm cache, fine-tuned) against the fast recipe on real photos.
+	$(PY) scripts/bench/bench_transfer.py $(ARGS)
 
 bench-precision: venv ## Time a fast-recipe training step in fp32 and in bf16 on this CPU (ARGS=--profile: where its time goes).
 	$(PY) scripts/bench/bench_precision.py $(ARGS)

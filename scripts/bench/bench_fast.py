@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
-from bench.cifar_data import cifar_batches  # noqa: E402
+from bench.shared_data import cifar_batches  # noqa: E402
 
 TUTORIAL_ACCURACY = 0.52  # the tutorial recipe with its defaults on this data (platform-facts.md)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
-from bench.cifar_data import cifar_batches  # noqa: E402
+from bench.shared_data import cifar_batches  # noqa: E402
 
 
 def timed(cmd: list[str], log: Path) -> float:
