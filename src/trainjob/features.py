@@ -134,59 +134,53 @@ class FeatureExtractor:
     def _extract(self, n: int, identity: str, chunk_pixels) -> tuple[np.ndarray, dict[int, str]]:
         key = hashlib.sha256(f"features v{FEATURE_VERSION}\0{self.settings}\0{n}\0{identity}".encode()).hexdigest()
         store = self.store = FeatureStore(key, self.chunk_dir, self.cache_dir)
-        finished = store.load_finished() if self.d.is_main else None
-        if self.d.enabled:  # only rank 0 looks in its cache: it sends what it found to every rank
-            parts = [(finished["rows"], _failures(finished)) if finished is not None else None]
-            dist.broadcast_object_list(parts, src=0)
-            if parts[0] is not None:
-                self.log(f"features: cache hit {store.cached} ({n} images; extraction skipped)")
-                return parts[0]
-        elif finished is not None:
-            self.log(f"features: cache hit {store.cached} ({n} images; extraction skipped)")
-            return finished["rows"], _failures(finished)
-
-        chunks = range(0, n, CHUNK)
-        mine = [s for i, s in enumerate(chunks) if i % self.d.world_size == self.d.rank]
-        rows, failures, reused = None, {}, 0
-        progress = Progress(sum(min(CHUNK, n - s) for s in mine), self.log, "extracting features")
-        todo = []
-        for start in mine:
-            stored = store.load_chunk(start // CHUNK)
-            if stored is None:
-                todo.append(start)
-                continue
-            rows = _place(rows, n, start, stored["rows"])
-            failures.update({start + int(i): str(r) for i, r in zip(stored["failed"], stored["reasons"], strict=True)})
-            reused += 1
-        if reused:
-            self.log(f"features: {reused} of {len(mine)} chunks already extracted in {store.chunk_dir}; "
-                     f"extracting the other {len(todo)}")
+        finished = self._finished(store, n)
+        if finished is not None:
+            return finished
+        mine = [s for i, s in enumerate(range(0, n, CHUNK)) if i % self.d.world_size == self.d.rank]
+        found = _Found(n)
+        todo = [start for start in mine if not found.add_stored(start, store.load_chunk(start // CHUNK))]
+        if len(todo) < len(mine):
+            self.log(f"features: {len(mine) - len(todo)} of {len(mine)} chunks already extracted in "
+                     f"{store.chunk_dir}; extracting the other {len(todo)}")
         else:
             self.log(f"features: extracting {n} images at {self.image_size}x{self.image_size} in chunks of {CHUNK} "
                      f"({self.settings.split(chr(0))[0]}; kept in {store.chunk_dir})")
-        progress.update(sum(min(CHUNK, n - s) for s in mine if s not in todo))
+        self._compute(store, n, mine, todo, chunk_pixels, found)
+        rows, failures = _all_ranks(found) if self.d.enabled else (found.rows, found.failures)
+        if rows is None:  # no images at all: the caller says what is missing
+            rows = np.zeros((0,), dtype=np.float16)
+        if self.d.is_main:
+            store.save_finished(_stored_form(rows, failures), self.log)
+        return rows, failures
+
+    def _finished(self, store: FeatureStore, n: int) -> tuple[np.ndarray, dict[int, str]] | None:
+        """The cached whole extraction, if any; under torchrun rank 0 looks and sends what it found to every rank."""
+        arrays = store.load_finished() if self.d.is_main else None
+        found = (arrays["rows"], _failures(arrays)) if arrays is not None else None
+        if self.d.enabled:
+            shared = [found]
+            dist.broadcast_object_list(shared, src=0)
+            found = shared[0]
+        if found is not None:
+            self.log(f"features: cache hit {store.cached} ({n} images; extraction skipped)")
+        return found
+
+    def _compute(self, store: FeatureStore, n: int, mine: list[int], todo: list[int], chunk_pixels,
+                 found: "_Found") -> None:
+        size = {start: min(CHUNK, n - start) for start in mine}
+        progress = Progress(sum(size.values()), self.log, "extracting features")
+        progress.update(sum(size[s] for s in mine) - sum(size[s] for s in todo))
         started = time.monotonic()
-        for start, (pixels, chunk_failures) in _prefetched(todo, lambda s: chunk_pixels(range(s, min(s + CHUNK, n)))):
-            chunk_rows = self._encode(pixels)
-            failed = np.array(sorted(chunk_failures), dtype=np.int64)
-            store.save_chunk(start // CHUNK, {"rows": chunk_rows, "failed": failed,
-                                              "reasons": np.array([chunk_failures[i] for i in failed], dtype=str)})
-            rows = _place(rows, n, start, chunk_rows)
-            failures.update({start + i: r for i, r in chunk_failures.items()})
-            progress.update(len(chunk_rows))
+        for start, (pixels, failures) in _prefetched(todo, lambda s: chunk_pixels(range(s, s + size[s]))):
+            rows = self._encode(pixels)
+            store.save_chunk(start // CHUNK, _stored_form(rows, failures))  # before anything else can stop us
+            found.add(start, rows, failures)
+            progress.update(len(rows))
         progress.close()
         if todo:
-            seconds = time.monotonic() - started
-            images = sum(min(CHUNK, n - s) for s in todo)
+            seconds, images = time.monotonic() - started, sum(size[s] for s in todo)
             self.log(f"features: {images} images in {seconds:.1f} s ({images / max(seconds, 1e-9):.0f} images/s)")
-        if self.d.enabled:
-            rows, failures = _all_ranks(rows, failures, n)
-        rows = rows if rows is not None else np.zeros((0,), np.float16)
-        if self.d.is_main:
-            failed = np.array(sorted(failures), dtype=np.int64)
-            store.save_finished({"rows": rows, "failed": failed,
-                                 "reasons": np.array([failures[i] for i in failed], dtype=str)}, self.log)
-        return rows, failures
 
     @torch.inference_mode()
     def _encode(self, pixels: torch.Tensor) -> np.ndarray:
@@ -194,31 +188,46 @@ class FeatureExtractor:
         return self.encode(self.prepare(pixels)).float().to(torch.float16).numpy()
 
 
-def _place(rows: np.ndarray | None, n: int, start: int, chunk: np.ndarray) -> np.ndarray:
-    if rows is None:
-        rows = np.zeros((n, *chunk.shape[1:]), dtype=np.float16)
-    rows[start:start + len(chunk)] = chunk
-    return rows
+class _Found:
+    """The rows of one extraction as chunks arrive (zero rows for chunks another rank computes), and the failures."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.rows: np.ndarray | None = None  # allocated with the first chunk, whose shape it takes
+        self.failures: dict[int, str] = {}
+
+    def add(self, start: int, rows: np.ndarray, failures: dict[int, str]) -> None:
+        if self.rows is None:
+            self.rows = np.zeros((self.n, *rows.shape[1:]), dtype=np.float16)
+        self.rows[start:start + len(rows)] = rows
+        self.failures.update({start + i: reason for i, reason in failures.items()})
+
+    def add_stored(self, start: int, arrays: dict[str, np.ndarray] | None) -> bool:
+        if arrays is None:
+            return False
+        self.add(start, arrays["rows"], _failures(arrays))
+        return True
+
+
+def _stored_form(rows: np.ndarray, failures: dict[int, str]) -> dict[str, np.ndarray]:
+    failed = np.array(sorted(failures), dtype=np.int64)
+    return {"rows": rows, "failed": failed, "reasons": np.array([failures[i] for i in failed], dtype=str)}
 
 
 def _failures(arrays: dict[str, np.ndarray]) -> dict[int, str]:
     return {int(i): str(r) for i, r in zip(arrays["failed"], arrays["reasons"], strict=True)}
 
 
-def _all_ranks(rows: np.ndarray | None, failures: dict[int, str], n: int) -> tuple[np.ndarray, dict[int, str]]:
+def _all_ranks(found: _Found) -> tuple[np.ndarray, dict[int, str]]:
     """Every rank filled its own chunks (zeros elsewhere): a sum gives every rank all of them."""
-    shape = [None]
-    if rows is not None:
-        shape = [rows.shape]
     shapes = [None] * dist.get_world_size()
-    dist.all_gather_object(shapes, shape[0])
-    full = next(s for s in shapes if s is not None)
-    total = torch.from_numpy(rows.astype(np.float32)) if rows is not None else torch.zeros(full)
-    dist.all_reduce(total)  # float32: gloo sums half precision on some builds only
+    dist.all_gather_object(shapes, None if found.rows is None else found.rows.shape)
+    shape = next(s for s in shapes if s is not None)
+    total = torch.from_numpy(found.rows.astype(np.float32)) if found.rows is not None else torch.zeros(shape)
+    dist.all_reduce(total)  # in float32: gloo's half-precision sum is not in every build
     gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, failures)
-    merged = {i: r for part in gathered for i, r in part.items()}
-    return total.to(torch.float16).numpy(), merged
+    dist.all_gather_object(gathered, found.failures)
+    return total.to(torch.float16).numpy(), {i: r for part in gathered for i, r in part.items()}
 
 
 def _decode_chunk(paths: list[str], size: int) -> tuple[torch.Tensor, dict[int, str]]:

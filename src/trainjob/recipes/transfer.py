@@ -108,10 +108,6 @@ class TransferRecipe(Recipe):
         trunk, tail, self.facts = pretrained(cfg.backbone, cfg.weights, cfg.weights_sha256)
         self.model.trunk.load_state_dict(trunk.state_dict())
         self.model.tail.load_state_dict(tail.state_dict())
-        self.model.requires_grad_(False)
-        learned = [self.model.head] + ([self.model.tail] if cfg.finetune else [])
-        for module in learned:
-            module.requires_grad_(True)
         self.precision = choose_precision(cfg.precision, device) if cfg.finetune else "fp32"  # a head alone: fp32
         self.total_steps = max(1, steps_per_epoch) * cfg.epochs
         self.step = 0
@@ -123,6 +119,10 @@ class TransferRecipe(Recipe):
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
 
     def trainable(self) -> nn.Module:
+        # Frozen before DistributedDataParallel sees the parameters: it averages the gradients of those that learn.
+        self.model.requires_grad_(False)
+        for module in [self.model.head] + ([self.model.tail] if self.cfg.finetune else []):
+            module.requires_grad_(True)
         return _FromCached(self.model)
 
     def lr_factor(self, step: int) -> float:
