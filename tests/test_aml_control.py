@@ -96,7 +96,10 @@ def test_private_registry_credentials_and_managed_identity(scripts, monkeypatch,
     argv = ["--dry-run", "--tag", "t1", "--registry", "reg.example.com", "--registry-username", "bot",
             "--registry-password-env", "REG_PASSWORD"]
     assert common.run_main(push_image.main, argv) == 0
-    env = json.loads(capsys.readouterr().out)["environment"]
+    printed = capsys.readouterr().out
+    assert "s3cret" not in printed, "a dry run must never print the registry password"
+    env = json.loads(printed)["environment"]
+    assert env["docker"]["baseImageRegistry"]["password"] == "***"  # set, and not shown
     assert env["docker"]["baseImage"] == "reg.example.com/trainjob:t1"
     assert env["docker"]["baseImageRegistry"]["address"] == "reg.example.com"
     assert env["docker"]["baseImageRegistry"]["username"] == "bot"

@@ -186,3 +186,29 @@ def test_progress_lines_show_a_readable_speed_when_steps_are_slow(monkeypatch, c
     progress.update(25)  # 25 steps in 60 s: 2.4 s a step, which '0 steps/s' used to hide
     assert "epoch 1/8: 25/98 steps (26%), 2.4 s/step, about 175 s left" in capsys.readouterr().out
     assert tracking.speed(2.5) == "2.5 steps/s" and tracking.speed(1234.4) == "1234 steps/s"
+
+
+@pytest.mark.parametrize("what, make, phrase", [
+    ("a folder", lambda t: t, "is a folder"),
+    ("a text file", lambda t: (t / "notes.pt").write_text("not a model") and t / "notes.pt", "is not a model.pt"),
+    ("a zip that is no model", lambda t: _zip(t / "fake.pt"), "is not a model.pt"),
+])
+def test_predict_given_something_else_than_a_model_is_one_line(tmp_path, what, make, phrase):
+    image = write_image_folders(tmp_path / "img", classes=("a",), per_class_train=1, split=None)
+    result = run_train("predict", make(tmp_path), next(image.rglob("*.png")))
+    assert_user_error(result, phrase)
+
+
+def _zip(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("hello.txt", "hi")
+    return path
+
+
+def test_an_output_folder_inside_the_data_folder_is_refused(tmp_path):
+    data = write_image_folders(tmp_path / "data", classes=("a", "b"), per_class_train=2, split=None)
+    result = run_train("--data_path", data, "--output_dir", data / "outputs")
+    assert_user_error(result, "is inside the data folder", "outside it")
+    assert not (data / "outputs").exists(), "not even failure.txt may land in the data folder"

@@ -1,7 +1,12 @@
 """Image folders as users hand them over: train/test, train/val, one tree, odd formats, bad files, the cache."""
 
+import multiprocessing
 import os
 import shutil
+import signal
+import threading
+import time
+from pathlib import Path
 
 import datagen
 import loading
@@ -11,6 +16,7 @@ import torch
 from PIL import Image
 
 from trainjob.data import decode
+from trainjob.errors import DataError
 
 
 def load(path, **overrides):
@@ -221,3 +227,107 @@ def test_parallel_decoding_matches_in_process(tmp_path, monkeypatch):
     assert lines and lines[0].startswith("decoding images: 16/48 (")
     parallel, _ = load(tmp_path)
     assert torch.equal(parallel.train.images, serial.train.images)
+
+
+def _die(paths, size):
+    os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer, or a crash in a C decoder, does to a worker
+
+
+def _slow(paths, size):
+    time.sleep(2)
+    return np.zeros((len(paths), 3, size, size), np.uint8), []
+
+
+def _many_files(tmp_path, n=300) -> list[str]:
+    for i in range(n):
+        (tmp_path / f"{i:04d}.png").write_bytes(b"x")  # never opened: the workers are replaced
+    return sorted(str(p) for p in tmp_path.iterdir())
+
+
+def test_a_decode_worker_that_dies_is_a_one_line_data_error_not_a_hang(tmp_path, monkeypatch):
+    monkeypatch.setattr(decode, "decode_chunk", _die)  # forked workers inherit the patched module
+    with pytest.raises(DataError, match="an image decoding process died") as info:
+        decode.decode_all(_many_files(tmp_path), 16, lambda line: None, workers=2)
+    assert "\n" not in str(info.value)
+    assert multiprocessing.active_children() == []
+
+
+def test_sigterm_during_parallel_decoding_stops_at_once_and_ends_the_workers(tmp_path, monkeypatch):
+    """Eight chunks of 2 s on two workers would take 8 s to drain; a stop must not wait for them."""
+    from trainjob.errors import Stopped
+    from trainjob.signals import StopRequest
+
+    monkeypatch.setattr(decode, "decode_chunk", _slow)
+    stop = StopRequest().install()
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(Stopped):
+            decode.decode_all(_many_files(tmp_path), 16, lambda line: None, workers=2)
+    finally:
+        stop.uninstall()
+    took = time.monotonic() - started - 0.5
+    print(f"SIGTERM during parallel decoding: stopped after {took:.2f} s")
+    assert took < 5.0, took  # well inside Docker's 10 s, where draining the queue takes 8 s
+    assert multiprocessing.active_children() == []
+
+
+def test_a_same_size_rewrite_with_its_mtime_restored_is_not_served_from_the_cache(tmp_path):
+    data, cache_dir = tmp_path / "data", tmp_path / "cache"
+    datagen.write_image_folders(data)
+    first, _ = load(data, cache_dir=str(cache_dir))
+    target = data / "train" / "cat" / "cat_000.png"
+    before = target.stat()
+    red = Image.new("RGB", (32, 32), (255, 0, 0))
+    buffer = tmp_path / "red.png"
+    red.save(buffer)
+    payload = buffer.read_bytes()
+    payload = payload + b"\0" * max(0, before.st_size - len(payload))  # PNG ignores trailing bytes
+    if len(payload) != before.st_size:
+        pytest.skip("the generated image is larger than the one it replaces")
+    target.write_bytes(payload)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # size and mtime as they were
+    second, lines = load(data, cache_dir=str(cache_dir))
+    assert not any(line.startswith("cache hit") for line in lines), "stale pixels served from the cache"
+    assert second.cache != first.cache
+
+
+@pytest.mark.parametrize("spoil", ["not a zip", "wrong shapes", "missing arrays"])
+def test_a_malformed_cache_file_is_decoded_again_not_trusted(tmp_path, spoil):
+    data, cache_dir = tmp_path / "data", tmp_path / "cache"
+    datagen.write_image_folders(data)
+    first, _ = load(data, cache_dir=str(cache_dir))
+    path = Path(first.cache)
+    if spoil == "not a zip":
+        path.write_bytes(b"garbage")
+    else:
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        if spoil == "wrong shapes":
+            arrays["labels"] = arrays["labels"][:3]
+        else:
+            del arrays["splits"]
+        np.savez(path, **arrays)  # the right key, wrong contents
+    again, lines = load(data, cache_dir=str(cache_dir))
+    assert not any(line.startswith("cache hit") for line in lines)
+    assert torch.equal(again.train.images, first.train.images)
+
+
+@pytest.mark.parametrize("name, payload", [
+    ("postscript.jpg", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\n0 0 moveto 32 32 lineto stroke\n"),
+    ("photoshop.png", b"8BPS\x00\x01" + b"\x00" * 6 + b"\x00\x03\x00\x00\x00\x20\x00\x00\x00\x20\x00\x08\x00\x03"),
+    ("icon.webp", b"\x00\x00\x01\x00\x01\x00\x20\x20\x00\x00\x01\x00\x20\x00" + b"\x00" * 64),  # an .ico
+])
+def test_only_the_formats_the_extensions_name_are_decoded(tmp_path, monkeypatch, name, payload):
+    """PIL picks a decoder by content: a PostScript file named .jpg would reach Ghostscript, which runs it."""
+    from PIL import EpsImagePlugin
+
+    def never(*args, **kwargs):
+        raise AssertionError("a foreign decoder was used")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", never)
+    datagen.write_image_folders(tmp_path)
+    (tmp_path / "train" / "cat" / name).write_bytes(payload)
+    ds, _ = load(tmp_path)
+    assert {os.path.basename(s["path"]): s["reason"] for s in ds.skipped} == {
+        name: "not an image (format not recognised)"}

@@ -80,6 +80,58 @@ def _truncate(batch: Path) -> None:
     batch.write_bytes(batch.read_bytes()[:500])
 
 
+class _Reduces:
+    """Pickles as a call of func(*args): how a hostile batch asks numpy for an array."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _raw_batch(tmp: Path, payload: bytes) -> Path:
+    """CIFAR batches whose data_batch_1 is exactly payload (a pickle written by hand)."""
+    data = _cifar(tmp)
+    (data / "cifar-10-batches-py" / "data_batch_1").write_bytes(payload)
+    return data
+
+
+def _tar_with_long_name(tmp: Path) -> Path:
+    """A tar.gz of about 1 MB whose first header is a GNU long name of 1 GiB (tarfile reads it whole)."""
+    import gzip
+
+    (tmp / "data").mkdir()
+    header = tarfile.TarInfo("././@LongLink")
+    header.type, header.size = tarfile.GNUTYPE_LONGNAME, 1 << 30
+    with gzip.open(tmp / "data" / "cifar-10-python.tar.gz", "wb", compresslevel=1) as f:
+        f.write(header.tobuf(format=tarfile.GNU_FORMAT))
+        block = b"a" * (1 << 20)
+        for _ in range(1 << 10):
+            f.write(block)
+    return tmp / "data"
+
+
+def _deep_empty_class(data: Path) -> None:
+    for f in (data / "train" / "dog").iterdir():
+        f.unlink()
+    folder = data / "train" / "dog"
+    for _ in range(1100):  # past Python's recursion limit (which os.makedirs itself would hit)
+        folder = folder / "d"
+        folder.mkdir()
+
+
+def _many_label_names(tmp: Path) -> Path:
+    data = _cifar(tmp)
+    meta = data / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(200_000)]}, protocol=2))
+    return data
+
+
+def _control_characters_in_a_class_name(data: Path) -> None:
+    os.rename(data / "test" / "dog", data / "test" / "do\ng\x1b[31m")  # a newline and a terminal colour escape
+
+
 CASES = {
     "missing path": (lambda t: t / "nowhere", [], "does not exist"),
     "path is a file": (lambda t: (t / "f.txt").write_text("x") and t / "f.txt", [], "is a file"),
@@ -105,8 +157,28 @@ CASES = {
                                "has no readable image"),
     "decompression bomb": (lambda t: _folders(t, lambda d: _empty_class(d, "bomb")), [], "possible decompression bomb"),
     "non-UTF-8 class name": (lambda t: _folders(t, _non_utf8_class), [], "caf\\xe9"),
+    "control characters in a class name": (lambda t: _folders(t, _control_characters_in_a_class_name), [],
+                                           "'do\\\\ng\\\\x1b[31m'"),
     "single class": (lambda t: (write_image_folders(t / "data", classes=("only",), split=None), t / "data")[1], [],
                      "class"),
+    "tuple nested 200,000 deep as a key": (lambda t: _raw_batch(t, b"\x80\x02}" + b")" + b"\x85" * 200_000
+                                                                + b"K\x01s."), [], "nests values more than 32 deep"),
+    "list nested 100,000 deep": (lambda t: _raw_batch(t, b"\x80\x02" + b"]" * 100_000 + b"a" * 99_999 + b"."), [],
+                                 "nests values more than 32 deep"),
+    "5,000-digit integer key": (lambda t: _raw_batch(t, pickle.dumps({10 ** 5000: 1}, protocol=2)), [],
+                                "-bit integer"),
+    "array with zero strides": (lambda t: _cifar(t, data=_Reduces(np.ndarray, ((10 ** 7, 10 ** 7), np.dtype("u1"),
+                                                                                b"x", 0, (0, 0)))), [],
+                                "with strides (0, 0)"),
+    "array declared without its bytes": (lambda t: _cifar(t, data=_Reduces(np.ndarray, ((10 ** 12,), np.dtype("u1"))
+                                                                            )), [], "1,000,000,000,000-byte array"),
+    "array of Python objects": (lambda t: _cifar(t, data=np.array([[1, 2]] * 8, dtype=object)), [],
+                                "an array of Python objects"),
+    "tar.gz with a 1 GiB long name": (_tar_with_long_name, [], "unpacks to more than 512 MB"),
+    "pickle opcode a batch never uses": (lambda t: _raw_batch(t, b"\x80\x02\x8f."), [],
+                                         "the pickle opcode EMPTY_SET"),
+    "a class of 1,100 nested empty folders": (lambda t: _folders(t, _deep_empty_class), [], "has no readable image"),
+    "200,000 label names": (_many_label_names, [], "more than the 1000 classes"),
     "negative learning rate": (lambda t: _cifar(t), ["--learning_rate", "-0.1"], "--learning_rate must be"),
     "NaN learning rate": (lambda t: _cifar(t), ["--learning_rate", "nan"], "--learning_rate must be"),
     "batch size 0": (lambda t: _cifar(t), ["--batch_size", "0"], "--batch_size must be at least 1"),
@@ -116,6 +188,14 @@ CASES = {
     "resume from a missing file": (lambda t: _cifar(t), ["--resume", "/no/such.pt"], "no such checkpoint file"),
     "model from another recipe": (lambda t: _cifar(t), ["--model", "fastnet"], "does not go with --recipe tutorial"),
     "cuda on a CPU machine": (lambda t: _cifar(t), ["--device", "cuda"], "no CUDA GPU is visible"),
+    "seed 2**64": (lambda t: _cifar(t), ["--seed", str(2**64)], "--seed must be a whole number from 0"),
+    "negative seed": (lambda t: _cifar(t), ["--seed", "-1"], "--seed must be a whole number from 0"),
+    "unknown backbone": (lambda t: _folders(t), ["--recipe", "transfer", "--backbone", "vgg11"],
+                         "unknown --backbone 'vgg11'"),
+    "weights that are not weights": (lambda t: (t / "w.pth").write_text("not a weights file") and _folders(t),
+                                     ["--recipe", "transfer", "--weights", "{tmp}/w.pth"], "expected 579344248a93e230"),
+    "weights sha256 not hex": (lambda t: _folders(t), ["--recipe", "transfer", "--weights_sha256", "xyz"],
+                               "--weights_sha256 must be hex digits"),
 }
 
 
@@ -136,8 +216,8 @@ def _assert_one_line_exit_2(code: int, err: str, phrase: str, out: Path) -> str:
     return line
 
 
-def test_the_corpus_is_at_least_twenty_cases():
-    assert len(CASES) >= 20
+def test_the_corpus_is_at_least_forty_cases():
+    assert len(CASES) >= 40
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -145,6 +225,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_earlier_results(tmp_path, capsy
     monkeypatch.setenv("TRAINJOB_CACHE_DIR", "off")
     make_data, flags, phrase = CASES[name]
     data = make_data(tmp_path)
+    flags = [flag.format(tmp=tmp_path) for flag in flags]  # "{tmp}": a file the case wrote
     out = tmp_path / "outputs"
     _earlier_outputs(out)
     code, err = _run(["--data_path", data, "--output_dir", out, "--progress", "off", *flags], capsys)
@@ -203,3 +284,14 @@ def test_full_disk_while_writing_results_keeps_the_earlier_ones(tmp_path, capsys
     _assert_one_line_exit_2(code, err, "no space left on the device while writing", out)
     assert (out / "model.pt").read_bytes() == EARLIER["model.pt"]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")], "a temporary file was left behind"
+
+
+def test_a_symlinked_checkpoints_folder_is_refused_and_nothing_is_written_through_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRAINJOB_CACHE_DIR", "off")
+    out, elsewhere = tmp_path / "outputs", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "checkpoints").symlink_to(elsewhere)
+    code, err = _run(["--data_path", _cifar(tmp_path), "--output_dir", out, "--epochs", "1"], capsys)
+    _assert_one_line_exit_2(code, err, "is a symlink", out)
+    assert list(elsewhere.iterdir()) == []

@@ -171,6 +171,23 @@ def test_transfer_recipe_trains_with_no_network_from_the_weights_in_the_image(do
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_read_only_with_no_tmpfs_at_all_still_trains_and_writes_its_outputs(docker_client, image, tmp_path):
+    from datagen import write_cifar_batches
+
+    data = tmp_path / "data"
+    write_cifar_batches(data, n_train=60, n_test=30)
+    for path in [data, *data.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    out = writable_dir(tmp_path / "outputs")
+    no_tmpfs = {k: v for k, v in HARDENED.items() if k != "tmpfs"}
+    code, logs = run(docker_client, image, ["--epochs", "1"], data=data, out=out, **no_tmpfs)
+    assert code == 0, logs[-3000:]
+    for name in ("model.pt", "summary.json", "training_curves.png", "confusion_matrix.png"):
+        assert (out / name).stat().st_size > 0, name
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_bad_data_exits_2_with_failure_txt(docker_client, image, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -314,6 +331,22 @@ def test_entrypoint_prepends_train_to_flags_and_predict(tmp_path, args, expected
                             text=True, env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
+
+
+def test_make_run_starts_the_container_with_the_tests_hardening_flags(tmp_path):
+    """A stand-in `docker` on PATH answers `info` and `image inspect` and prints what `run` would start."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text('#!/bin/sh\n[ "$1" = run ] && echo "$@"\nexit 0\n')
+    (bin_dir / "docker").chmod(0o755)
+    result = subprocess.run(["bash", ROOT / "scripts/docker/run.sh", "trainjob:latest", tmp_path / "data",
+                             tmp_path / "out", "--epochs", "1"], capture_output=True, text=True, check=False,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    started = result.stdout.split()
+    for flag in ("--network none", "--read-only", "--tmpfs /tmp", "--cap-drop ALL", "--security-opt no-new-privileges"):
+        assert flag in " ".join(started), (flag, result.stdout)
+    assert started[-3:] == ["--demo", "--epochs", "1"] and ":/data:ro" in result.stdout
 
 
 def test_dockerfile_passes_hadolint():

@@ -1,5 +1,7 @@
 """Preemption: SIGTERM or SIGKILL at any point, then the same command, ends exactly where an unstopped run ends."""
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import REPO, cli_env, run_train, summary, weights
+from cli_runner import REPO, assert_user_error, cli_env, run_train, summary, weights
 
 from trainjob.checkpoint import check_compatible
 from trainjob.config import parse_args
@@ -134,6 +136,30 @@ def test_finished_run_rerun_does_not_train_again(tmp_path):
     assert summary(out)["test_accuracy"] == first["test_accuracy"]
 
 
+def test_a_metrics_file_cut_shorter_since_the_checkpoint_is_repaired_not_padded(tmp_path):
+    out = tmp_path / "o"
+    args = ["--demo", "--epochs", "1", "--output_dir", out, "--progress", "off", "--log_interval", "500"]
+    assert run_train(*args).returncode == 0
+    metrics = out / "metrics.jsonl"
+    text = metrics.read_bytes()
+    metrics.write_bytes(text[:len(text) // 2])  # e.g. copied back from an interrupted sync
+    again = run_train(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    repaired = metrics.read_bytes()
+    assert b"\0" not in repaired and repaired.endswith(b"\n")
+    assert all(json.loads(line) for line in repaired.splitlines())
+
+
+def test_a_symlinked_metrics_file_is_refused_and_nothing_is_written_through_it(tmp_path):
+    out, elsewhere = tmp_path / "o", tmp_path / "elsewhere.txt"
+    out.mkdir()
+    elsewhere.write_text("precious\n")
+    (out / "metrics.jsonl").symlink_to(elsewhere)
+    result = run_train("--demo", "--epochs", "1", "--output_dir", out, "--progress", "off")
+    assert_user_error(result, "metrics.jsonl", "a symlink is refused")
+    assert elsewhere.read_text() == "precious\n"
+
+
 def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "o"
     result = run_train("--demo", "--epochs", "2", "--output_dir", out, "--learning_rate", "1e12",
@@ -142,3 +168,78 @@ def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_pat
     assert "the training loss became" in result.stderr and "lower --learning_rate" in result.stderr
     assert "Traceback" not in result.stderr
     assert (out / "failure.txt").read_text().startswith("error: the training loss became")
+
+
+def test_a_second_run_into_a_busy_output_folder_is_refused_and_the_first_finishes(tmp_path):
+    out = tmp_path / "o"
+    args = ["--demo", "--epochs", "3", "--output_dir", str(out), "--progress", "off"]
+    first = subprocess.Popen([sys.executable, "-m", "trainjob", *args], cwd=REPO, env=cli_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:  # it holds the lock by then
+        time.sleep(0.05)
+    second = run_train(*args)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    line = assert_user_error(second, "another trainjob run (pid", "is writing to", "another --output_dir")
+    assert not (out / "failure.txt").exists(), f"the refused run must not leave its failure there: {line}"
+
+
+def test_every_rename_is_followed_by_a_fsync_of_its_folder(tmp_path, monkeypatch):
+    from trainjob import files
+
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    files.write_json(tmp_path / "summary.json", {"a": 1})
+    assert synced[-1] == str(tmp_path), synced  # the file's data first, then its directory entry
+
+
+def test_sigterm_during_the_end_of_epoch_evaluation_stops_without_waiting_for_it(tmp_path, monkeypatch, capsys):
+    """Ten slow evaluation chunks (0.5 s each) stand in for the fast recipe's 30-65 s final evaluation."""
+    import threading
+
+    from trainjob import cli, engine
+    from trainjob.recipes.tutorial import TutorialRecipe
+
+    monkeypatch.setenv("TRAINJOB_CACHE_DIR", "off")
+    monkeypatch.setattr(engine, "EVAL_CHUNK", 100)
+    real_eval, signalled = TutorialRecipe.eval_logits, []
+
+    def slow_eval(self, images):
+        if not signalled:
+            signalled.append(time.monotonic())
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        time.sleep(0.5)
+        return real_eval(self, images)
+
+    monkeypatch.setattr(TutorialRecipe, "eval_logits", slow_eval)
+    out = tmp_path / "o"
+    args = ["--demo", "--epochs", "1", "--output_dir", str(out), "--progress", "off", "--log_interval", "500"]
+    code = cli.run(args)
+    took = time.monotonic() - signalled[0] - 0.2
+    print(f"SIGTERM during evaluation: stopped after {took:.2f} s")
+    assert code == 143 and took < 2.0, (code, took)  # the rest of the evaluation would take 4.5 s
+    assert "resumable from" in (out / "failure.txt").read_text()
+    monkeypatch.undo()
+    resumed = run_train(*args)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stdout, resumed.stderr[-2000:]
+    assert summary(out)["history"][0]["epoch"] == 1
+
+
+def test_sigterm_while_the_results_are_written_says_the_checkpoint_is_there(tmp_path, monkeypatch):
+    from trainjob import cli, job
+
+    monkeypatch.setenv("TRAINJOB_CACHE_DIR", "off")
+    monkeypatch.setattr(job, "plot_training_curves", lambda *a: os.kill(os.getpid(), signal.SIGTERM))
+    out = tmp_path / "o"
+    code = cli.run(["--demo", "--epochs", "1", "--output_dir", str(out), "--progress", "off"])
+    assert code == 143
+    failure = (out / "failure.txt").read_text()
+    assert "resumable from" in failure and "no checkpoint was written" not in failure, failure
+    assert (out / "checkpoints" / "latest.pt").is_file()

@@ -222,6 +222,20 @@ def offline_workspace(args):
     return ws, {**c, "source": source}
 
 
+def masked(value, secrets: list[str]):
+    """value (JSON-like) with every occurrence of each secret replaced by ***: dry runs print what would be sent,
+    and people paste that output into CI logs and issues."""
+    if isinstance(value, dict):
+        return {k: masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, secrets) for v in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret:
+                value = value.replace(secret, "***")
+    return value
+
+
 def git_sha(short: bool = True) -> str | None:
     cmd = ["git", "rev-parse", "--short" if short else "--verify", "HEAD"]
     try:

@@ -154,7 +154,8 @@ def main(argv=None) -> None:
         else:
             registry = args.registry or "offline-dry-run.azurecr.io"  # a label: the workspace's registry is not read
             env = make_environment(args.environment, f"{registry}/{local}", args.interpreter, container_registry(args))
-        print(json.dumps({"dry_run": True, "environment": _serialize_to_dict(env)}, indent=2))
+        secrets = [os.environ.get(args.registry_password_env or "", "")]
+        print(json.dumps({"dry_run": True, "environment": common.masked(_serialize_to_dict(env), secrets)}, indent=2))
         return
     if args.workspace_build:
         env = workspace_build_environment(args)

@@ -52,8 +52,9 @@ fi
 
 tty=()
 [[ -t 0 && -t 1 ]] && tty=(-it)
-run=(docker run --rm "${tty[@]}" --network none --user "$(id -u):$(id -g)"
-     -v "$data:/data:ro" -v "$out:/outputs")
+# The hardening the tests run with: no network, read-only root, no capabilities, no privilege gain.
+run=(docker run --rm "${tty[@]}" --network none --read-only --tmpfs /tmp --cap-drop ALL
+     --security-opt no-new-privileges --user "$(id -u):$(id -g)" -v "$data:/data:ro" -v "$out:/outputs")
 if [[ -n $shell ]]; then
     exec "${run[@]}" "$image" bash
 fi

@@ -15,15 +15,16 @@ import torch
 from trainjob import contract
 from trainjob.config import Config
 from trainjob.errors import UserError
-from trainjob.files import save_torch
+from trainjob.files import fsync_dir, save_torch
 from trainjob.recipes import RECIPES
+from trainjob.watchdog import beat
 
 FORMAT = "trainjob-checkpoint-2"  # 2: the tutorial recipe keeps its momentum buffers as a list
 LATEST = "latest.pt"
 PREVIOUS = "previous.pt"
 # Flags that may change between a run and its resumption without changing the result.
 NOT_COMPARED = {"data_path", "output_dir", "log_interval", "num_threads", "device", "checkpoint_interval", "resume",
-                "progress", "cache_dir", "weights"}
+                "progress", "cache_dir", "weights", "stall_timeout"}
 _CORRUPT = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, TypeError)
 
 
@@ -37,9 +38,11 @@ class Checkpoints:
 
     def save(self, state: dict) -> Path:
         """Write state as the newest checkpoint; the one it replaces becomes the previous good one."""
+        beat()
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.latest.exists():
             os.replace(self.latest, self.dir / PREVIOUS)
+            fsync_dir(self.dir)
         save_torch({"format": FORMAT, **state}, self.latest)  # atomic: a crash here leaves previous.pt intact
         return self.latest
 

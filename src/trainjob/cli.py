@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(argv: list[str]) -> int:
     started = time.monotonic()
     from trainjob.signals import StopRequest
+    from trainjob.watchdog import Watchdog, exit_stalled
 
     stop = StopRequest().install()
     output_dir = _output_dir_guess(argv)
@@ -47,10 +48,14 @@ def run(argv: list[str]) -> int:
 
         cfg = parse_args(argv)
         output_dir = cfg.output_dir
-        train(cfg, stop, started)
+        watchdog = Watchdog(cfg.stall_timeout, exit_stalled(output_dir)).start()
+        try:
+            train(cfg, stop, started)
+        finally:
+            watchdog.stop()
         return contract.EXIT_OK
     except UserError as e:
-        return _fail(output_dir, f"error: {e}", e.exit_code)
+        return _fail(output_dir if e.writes_failure_file else None, f"error: {e}", e.exit_code)
     except DivergedError as e:
         return _fail(output_dir, f"error: {e}", e.exit_code)
     except Stopped as e:

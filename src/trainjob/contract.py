@@ -33,5 +33,6 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1  # a bug in trainjob: traceback on stderr, please report it
 EXIT_USER = 2  # something the user can fix: bad flag, missing/malformed data, unwritable output folder
 EXIT_DIVERGED = 3  # the loss became NaN or infinite: lower the learning rate; the last good checkpoint is kept
+EXIT_STALLED = 4  # no progress for --stall_timeout seconds (a hung mount, a stuck decoder): rerun to resume
 EXIT_SIGINT = 130  # 128 + SIGINT: stopped by Ctrl-C after writing a checkpoint
 EXIT_SIGTERM = 143  # 128 + SIGTERM: stopped (docker stop, preemption) after writing a checkpoint; rerun to resume

@@ -7,6 +7,7 @@ class UserError(Exception):
     """Something the user can fix. The message is one line: the problem, what was expected, what was found."""
 
     exit_code = contract.EXIT_USER
+    writes_failure_file = True  # False where the output folder itself is the problem
 
 
 class DataError(UserError):

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from trainjob.data.dataset import Dataset, Split
-from trainjob.data.decode import Progress, UnreadableImage, decode_file
+from trainjob.data.decode import Progress, decode_chunk
 from trainjob.runtime import Distributed, cpu_quota
 
 FEATURE_VERSION = 1  # bump when what a row holds changes, so stored features are never misread
@@ -105,7 +105,8 @@ class FeatureExtractor:
     def for_files(self, paths: list[str], identity: str) -> tuple[np.ndarray, dict[int, str]]:
         """(N, ...) float16 rows for image files (zero rows where unreadable) and {index: reason}."""
         def chunk_pixels(indices: range):
-            return _decode_chunk([paths[i] for i in indices], self.image_size)
+            pixels, failures = decode_chunk([paths[i] for i in indices], self.image_size)
+            return torch.from_numpy(pixels), dict(failures)
 
         return self._extract(len(paths), identity, chunk_pixels)
 
@@ -228,17 +229,6 @@ def _all_ranks(found: _Found) -> tuple[np.ndarray, dict[int, str]]:
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, found.failures)
     return total.to(torch.float16).numpy(), {i: r for part in gathered for i, r in part.items()}
-
-
-def _decode_chunk(paths: list[str], size: int) -> tuple[torch.Tensor, dict[int, str]]:
-    out = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
-    failures = {}
-    for i, path in enumerate(paths):
-        try:
-            out[i] = decode_file(path, size)
-        except UnreadableImage as e:
-            failures[i] = str(e)
-    return torch.from_numpy(out), failures
 
 
 def _prefetched(starts: list[int], load: Callable[[int], tuple], ahead: int = 2) -> Iterator[tuple[int, tuple]]:

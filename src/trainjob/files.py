@@ -4,6 +4,7 @@ Every result is written to a temporary file in the same folder, fsynced, then os
 crash, SIGKILL or full disk mid-write never leaves a truncated model.pt or checkpoint behind.
 """
 
+import contextlib
 import errno
 import json
 import os
@@ -27,6 +28,10 @@ def prepare_output_dir(path: str) -> Path:
     except OSError as e:
         raise UserError(f"cannot write to the output folder {out}: {e.strerror or e}; pass --output_dir a writable "
                         "folder (with docker: -v \"$PWD/outputs:/outputs\" and --user \"$(id -u):$(id -g)\")") from None
+    checkpoints = out / contract.CHECKPOINT_DIR
+    if checkpoints.is_symlink():  # files are replaced atomically (a link is replaced, not followed); a folder is not
+        raise UserError(f"{checkpoints} is a symlink (to {os.readlink(checkpoints)}): trainjob writes only inside "
+                        "its output folder; remove the link or pass another --output_dir")
     return out
 
 
@@ -41,6 +46,7 @@ def atomic_write(path: Path, write: Callable[[object], None], binary: bool = Tru
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException as e:
         try:
             os.unlink(tmp)
@@ -50,6 +56,52 @@ def atomic_write(path: Path, write: Callable[[object], None], binary: bool = Tru
             raise UserError(f"no space left on the device while writing {path}: free some space or pass "
                             "--output_dir on a larger disk (earlier results were left untouched)") from None
         raise
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in folder durable: until its directory entry is on disk, a power cut can undo the rename."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_dir_lock(out: Path, enabled: bool = True):
+    """Hold <out>/.lock while the block runs (the kernel drops it if the process dies, even by SIGKILL): a second
+    run into the same folder would race on its checkpoints and results."""
+    if not enabled:
+        yield
+        return
+    fd = _lock(out)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock(out: Path) -> int:
+    import fcntl
+
+    path = out / ".lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        raise UserError(f"cannot open {path}: {e.strerror or e} (a symlink is refused); remove it or pass another "
+                        "--output_dir") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        holder = path.read_text().strip() or "another process"
+        error = UserError(f"another trainjob run ({holder}) is writing to {out}: wait for it to finish, or pass "
+                          "another --output_dir")
+        error.writes_failure_file = False  # that folder belongs to the running job
+        raise error from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}\n".encode())
+    return fd
 
 
 def _umask() -> int:

@@ -3,6 +3,7 @@
 import platform
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -13,27 +14,30 @@ from trainjob.checkpoint import Checkpoints, check_compatible
 from trainjob.config import Config
 from trainjob.engine import Trainer, accuracy, evaluate, per_class_accuracy, steps_per_epoch
 from trainjob.errors import DataError
-from trainjob.files import clear_failure, prepare_output_dir, save_torch
+from trainjob.files import clear_failure, output_dir_lock, prepare_output_dir, save_torch
 from trainjob.recipes import get_recipe
 from trainjob.report import plot_confusion, plot_training_curves, write_summary
 from trainjob.signals import StopRequest
 from trainjob.tracking import Progress, Tracker, azure_run, read_metrics
+from trainjob.watchdog import beat
 
 
 def train(cfg: Config, stop: StopRequest, started: float) -> dict | None:
     """Run the job; returns the summary on the main process (None on other ranks)."""
     d = runtime.distributed_from_env()
     device = runtime.init_distributed(d, runtime.choose_device(cfg.device))
+    output_dir = prepare_output_dir(cfg.output_dir)
     try:
-        return _train(cfg, stop, started, d, device)
+        with output_dir_lock(output_dir, enabled=d.is_main):
+            return _train(cfg, stop, started, d, device, output_dir)
     finally:
         if d.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distributed, device) -> dict | None:
+def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distributed, device,
+           output_dir: Path) -> dict | None:
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    output_dir = prepare_output_dir(cfg.output_dir)
     recipe_cls = get_recipe(cfg.recipe)
     threads = runtime.set_threads(cfg.num_threads, d, recipe_cls.max_threads(cfg))
     eval_threads = runtime.thread_share(cfg.num_threads, d)
@@ -87,6 +91,7 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
     if not d.is_main:
         return None
 
+    beat("writing results")
     summary = {
         "test_accuracy": accuracy(confusion),
         "per_class_accuracy": per_class_accuracy(confusion, data.classes),

@@ -2,7 +2,9 @@
 
 import argparse
 import json
+import pickle
 import sys
+import zipfile
 from pathlib import Path
 
 import torch
@@ -31,7 +33,13 @@ def load_model(path: str):
     except FileNotFoundError:
         raise UserError(f"no model file at {path}: pass the {contract.MODEL_FILE} a training run wrote "
                         "(in its --output_dir)") from None
-    except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as e:
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder: pass the {contract.MODEL_FILE} inside a training run's output "
+                        "folder") from None
+    except PermissionError:
+        raise UserError(f"cannot read {path}: permission denied") from None
+    except (RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
+            AttributeError) as e:
         raise UserError(f"{path} is not a model.pt written by trainjob ({type(e).__name__}): pass the "
                         f"{contract.MODEL_FILE} from a training run's output folder") from None
     model.eval()

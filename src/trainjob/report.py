@@ -1,5 +1,7 @@
 """The results people look at: summary.json, training curves and a confusion matrix (PNG)."""
 
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -15,7 +17,7 @@ def write_summary(output_dir: Path, summary: dict) -> None:
 
 def plot_training_curves(output_dir: Path, metrics: list[dict]) -> None:
     """Left: the logged running loss per step and the mean loss per epoch. Right: test accuracy per epoch."""
-    plt = _pyplot()
+    plt = _pyplot(output_dir)
     losses = [m for m in metrics if m["type"] == "loss"]
     epochs = [m for m in metrics if m["type"] == "epoch"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
@@ -36,7 +38,7 @@ def plot_training_curves(output_dir: Path, metrics: list[dict]) -> None:
 
 def plot_confusion(output_dir: Path, confusion: torch.Tensor, classes: list[str]) -> None:
     """Rows: true class, columns: predicted; cells coloured by the share of the true class, annotated with counts."""
-    plt = _pyplot()
+    plt = _pyplot(output_dir)
     k = len(classes)
     shares = (confusion.float() / confusion.sum(1, keepdim=True).clamp(min=1)).numpy()
     size = min(4 + 0.45 * k, 24)
@@ -56,13 +58,31 @@ def plot_confusion(output_dir: Path, confusion: torch.Tensor, classes: list[str]
     _save(fig, output_dir / contract.CONFUSION_FILE)
 
 
-def _pyplot():
+def _pyplot(output_dir: Path | None = None):
+    if output_dir is not None:
+        _matplotlib_config_dir(output_dir)
     import matplotlib
 
     matplotlib.use("Agg")  # no display in containers and clusters
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _matplotlib_config_dir(output_dir: Path) -> None:
+    """Matplotlib caches its font list in MPLCONFIGDIR (else ~/.config/matplotlib), falls back to a new folder in
+    /tmp, and fails when neither is writable, as in `docker run --read-only` without a tmpfs. Then its cache goes
+    to a hidden folder in the output folder, the one place a run may always write."""
+    if "matplotlib" in sys.modules:
+        return
+    wanted = Path(os.environ.get("MPLCONFIGDIR") or Path("~/.config/matplotlib").expanduser())
+    try:
+        wanted.mkdir(parents=True, exist_ok=True)
+        if os.access(wanted, os.W_OK | os.X_OK):
+            return
+    except OSError:
+        pass
+    os.environ["MPLCONFIGDIR"] = str(Path(output_dir).resolve() / ".matplotlib")
 
 
 def _save(fig, path: Path) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from trainjob import contract
+from trainjob.errors import UserError
 
 
 def azure_run():
@@ -38,9 +39,23 @@ class Tracker:
         self.path = Path(output_dir) / contract.METRICS_FILE
         self._file = None
         if enabled:
-            self._file = open(self.path, "a+b")
-            self._file.truncate(truncate_at or 0)  # a fresh run starts empty; a resumed one where it checkpointed
+            try:  # O_NOFOLLOW: a symlink planted in the output folder must not send our writes elsewhere
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            except OSError as e:
+                raise UserError(f"cannot open {self.path}: {e.strerror or e} (a symlink is refused); remove it or "
+                                "pass another --output_dir") from None
+            self._file = os.fdopen(fd, "r+b")
+            self._file.truncate(self._keep(truncate_at or 0))  # fresh: empty; resumed: where it checkpointed
             self._file.seek(0, os.SEEK_END)
+
+    def _keep(self, offset: int) -> int:
+        """Bytes to keep: the checkpoint's offset, or, where the file was cut shorter since, its last whole line
+        (truncating past the end would pad it with NUL bytes)."""
+        size = self._file.seek(0, os.SEEK_END)
+        if offset <= size:
+            return offset
+        self._file.seek(0)
+        return self._file.read().rfind(b"\n") + 1
 
     @property
     def offset(self) -> int:

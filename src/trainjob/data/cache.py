@@ -1,8 +1,10 @@
 """Decoded image-folder cache: one .npz per (dataset files, image size), outside the data folder.
 
 Decoding tens of thousands of JPEGs takes minutes on a small VM; reading the .npz back takes seconds. The key hashes the
-resolved data path and every file's relative path, size and mtime_ns, so any added, removed or rewritten file gives a
-new key. The train/test split is made after loading, so changing --seed or --val_fraction reuses the cache.
+resolved data path and every file's relative path, size, mtime_ns, ctime_ns and inode, so any added, removed or
+rewritten file gives a new key (a rewrite that restores the size and mtime still changes the ctime). A cache file
+is used only when its arrays have the shapes and types a decode would give; anything else is decoded again. The
+train/test split is made after loading, so changing --seed or --val_fraction reuses the cache.
 """
 
 import hashlib
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_VERSION = 1  # bump when the decoding policy changes, so old caches are never read
+CACHE_VERSION = 2  # bump when the decoding policy or the key changes, so old caches are never read (2: ctime, inode)
 DEFAULT_CACHE_DIR = Path("~/.cache/trainjob")
 OFF = ("off", "none", "no", "false", "0")
 
@@ -43,13 +45,13 @@ def resolve_cache_dir(cache_dir: str | None, data_root: Path | None, log: Callab
     return folder
 
 
-def cache_key(data_root: Path, layout: str, files: Iterable[tuple[bytes, int, int]], image_size: int) -> str:
-    """files: (relative path as bytes, size, mtime_ns) for every file in the dataset, in a fixed order."""
+def cache_key(data_root: Path, layout: str, files: Iterable[tuple], image_size: int) -> str:
+    """files: (relative path as bytes, then numbers: size, mtime_ns, ...) for every file in the dataset, in order."""
     digest = hashlib.sha256()
     digest.update(f"v{CACHE_VERSION}\0{layout}\0{image_size}\0".encode())
     digest.update(os.fsencode(str(data_root.resolve())) + b"\0")
-    for rel, size, mtime_ns in files:
-        digest.update(rel + b"\0" + f"{size}\0{mtime_ns}\0".encode())
+    for rel, *numbers in files:
+        digest.update(rel + b"\0" + "".join(f"{n}\0" for n in numbers).encode())
     return digest.hexdigest()
 
 
@@ -66,9 +68,21 @@ def load(path: Path, key: str) -> dict[str, np.ndarray] | None:
             arrays = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None
-    if str(arrays.get("key", "")) != key or "images" not in arrays or "labels" not in arrays:
+    if str(arrays.get("key", "")) != key or not _well_formed(arrays):
         return None
     return arrays
+
+
+def _well_formed(arrays: dict[str, np.ndarray]) -> bool:
+    """What a decode writes: (N, 3, S, S) uint8 images, N labels and splits, as many skipped paths as reasons."""
+    needed = ("images", "labels", "splits", "skipped_paths", "skipped_reasons")
+    if any(name not in arrays for name in needed):
+        return False
+    images, n = arrays["images"], len(arrays["images"])
+    return (images.dtype == np.uint8 and images.ndim == 4 and images.shape[1] == 3
+            and images.shape[2] == images.shape[3] and arrays["labels"].shape == (n,)
+            and arrays["labels"].dtype == np.int64 and arrays["splits"].shape == (n,)
+            and arrays["skipped_paths"].shape == arrays["skipped_reasons"].shape)
 
 
 def save(path: Path, arrays: dict[str, np.ndarray], key: str, log: Callable[[str], None]) -> bool:

@@ -3,6 +3,8 @@
 No per-image work: each batch's (N, 3072) rows are already R, G, B planes of 32x32, so a reshape gives (N, 3, 32, 32).
 """
 
+import gzip
+import io
 import re
 import tarfile
 import zlib
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainjob.data.dataset import MAX_CLASSES
 from trainjob.data.detect import BATCHES_DIR, TAR_NAME, printable
 from trainjob.data.safe_pickle import load_cifar_pickle
 from trainjob.errors import DataError
@@ -23,6 +26,10 @@ TEST_BATCH = "test_batch"
 META = "batches.meta"
 _TRAIN_BATCH = re.compile(r"data_batch_(\d+)")
 MAX_MEMBER_BYTES = 1 << 30  # an original batch is ~31 MB; a bigger member is not CIFAR (and could exhaust memory)
+# The original archive unpacks to 178 MB in 8 members. tarfile reads some headers whole before any member can be
+# checked (a GNU long name of 1 GiB in a 1 MB file): every byte it reads is counted, and the archive refused past this.
+MAX_TAR_BYTES = 512 << 20
+MAX_TAR_MEMBERS = 1000
 RESIZE_CHUNK = 1024  # images resized at a time, bounding the float32 working copy
 
 
@@ -59,9 +66,12 @@ def label_names(meta, name: str) -> list[str]:
     meta = _as_dict(meta, name)
     names = meta.get("label_names", meta.get("fine_label_names"))
     if not isinstance(names, (list, tuple)) or not names:
-        raise DataError(f"{name} has no usable 'label_names' (keys: {sorted(meta)}): expected a list of class names; "
+        raise DataError(f"{name} has no usable 'label_names' (keys: {sorted(meta)}): expected a list of "
+                        "class names; replace the file, or delete it to use the 10 CIFAR-10 names")
+    if len(names) > MAX_CLASSES:
+        raise DataError(f"{name} lists {len(names)} label_names, more than the {MAX_CLASSES} classes trainjob trains: "
                         "replace the file, or delete it to use the 10 CIFAR-10 names")
-    return [_text(n) for n in names]
+    return [printable(_text(n)) for n in names]
 
 
 def parse_batch(obj, name: str, num_classes: int, classes_from: str) -> tuple[np.ndarray, np.ndarray]:
@@ -146,13 +156,35 @@ def _check_member(member: tarfile.TarInfo, where: str) -> None:
                     f"{BATCHES_DIR}/ files: download the archive again from https://www.cs.toronto.edu/~kriz/cifar.html")
 
 
+class _Bounded(io.RawIOBase):
+    """The decompressed archive, read forward, refusing to yield more than MAX_TAR_BYTES in all."""
+
+    def __init__(self, inner, where: str):
+        self.inner, self.where, self.total = inner, where, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.inner.readinto(buffer)
+        self.total += n
+        if self.total > MAX_TAR_BYTES:
+            raise DataError(f"refusing to read {self.where}: it unpacks to more than {MAX_TAR_BYTES >> 20} MB, and a "
+                            f"genuine {TAR_NAME} to 178 MB: download the archive again from "
+                            "https://www.cs.toronto.edu/~kriz/cifar.html")
+        return n
+
+
 def read_tar(archive: Path) -> CifarArrays:
     """Stream the archive (mounts are read-only: nothing is extracted to disk); only the batch members are parsed."""
     where = printable(str(archive))
     objects = {}
     try:
-        with tarfile.open(archive, mode="r|gz") as tar:  # "r|": one forward pass, no seeking back over the gzip
-            for member in tar:
+        with gzip.open(archive) as unpacked, tarfile.open(fileobj=_Bounded(unpacked, where), mode="r|") as tar:
+            for count, member in enumerate(tar, start=1):  # "r|": one forward pass, no seeking back
+                if count > MAX_TAR_MEMBERS:
+                    raise DataError(f"refusing to read {where}: more than {MAX_TAR_MEMBERS} members, and a genuine "
+                                    f"{TAR_NAME} has 8: download the archive again")
                 _check_member(member, where)
                 base = PurePosixPath(member.name).name
                 if member.isfile() and (_is_train_batch(base) or base in (TEST_BATCH, META)):

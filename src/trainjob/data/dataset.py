@@ -4,6 +4,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+# More classes than this is no dataset a 2-core trainer can learn, and its confusion matrix alone (k x k int64 and a
+# k x k picture) would take gigabytes: 200,000 label names would ask for 320 GB after training.
+MAX_CLASSES = 1000
+
 
 @dataclass
 class Split:

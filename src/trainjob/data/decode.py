@@ -21,11 +21,18 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from trainjob.errors import DataError
 from trainjob.runtime import cpu_quota
+from trainjob.watchdog import beat
 
+# The formats the image extensions name (detect.IMAGE_EXTENSIONS; PIL's JPEG also opens the multi-picture JPEGs
+# phones write). PIL picks a decoder by content, not by name: without this list a PostScript file named cat.jpg
+# would go to Ghostscript.
+DECODABLE_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP")
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are skipped as possible decompression bombs (PIL's default is ~89 M)
 PARALLEL_MIN_FILES = 256  # below this, a process pool costs more than it saves
 PROGRESS_EVERY_S = 5.0  # seconds between progress lines when stderr is not a terminal
+STALL_S = 300.0  # seconds one chunk of images may take before decoding counts as stalled
 
 # What PIL raises for a file it cannot decode; anything else is a bug in trainjob and keeps its traceback.
 _UNDECODABLE = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError,
@@ -76,17 +83,18 @@ def _reason(error: BaseException) -> str:
 def decode_file(path: str, size: int) -> np.ndarray:
     """One file -> (3, size, size) uint8; raises UnreadableImage with a short reason."""
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # PIL warns above this and raises above twice this
+    Image.init()  # registers every plugin (PIL loads MPO, TIFF, WebP only on demand); formats= picks which may run
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path, formats=DECODABLE_FORMATS) as im:
                 im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale still >= size (much faster)
                 return image_to_array(im, size)
     except _UNDECODABLE as e:
         raise UnreadableImage(_reason(e)) from e
 
 
-def _decode_chunk(paths: list[str], size: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+def decode_chunk(paths: list[str], size: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Worker: decode paths -> ((k, 3, size, size) uint8 with zeros where unreadable, [(index in chunk, reason)])."""
     out = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
     failures = []
@@ -111,6 +119,7 @@ class Progress:
             self.bar = tqdm(total=total, desc=what, unit="img", file=sys.stderr)
 
     def update(self, n: int) -> None:
+        beat(self.what)
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
@@ -139,20 +148,50 @@ def decode_all(paths: list[str], size: int, log: Callable[[str], None],
     try:
         if len(paths) < PARALLEL_MIN_FILES or workers == 1 or len(starts) == 1:
             for start in starts:
-                _store(images, failures, start, _decode_chunk(paths[start:start + chunk], size))
+                _store(images, failures, start, decode_chunk(paths[start:start + chunk], size))
                 progress.update(len(paths[start:start + chunk]))
             return images, failures
-        # fork: workers inherit the imported modules instantly (spawn would re-import torch in each)
-        context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(starts)), mp_context=context) as pool:
-            futures = {pool.submit(_decode_chunk, paths[s:s + chunk], size): s for s in starts}
-            for future in concurrent.futures.as_completed(futures):
-                start = futures[future]
-                _store(images, failures, start, future.result())
-                progress.update(min(chunk, len(paths) - start))
+        _decode_in_processes(paths, size, chunk, min(workers, len(starts)), images, failures, progress)
     finally:
         progress.close()
     return images, failures
+
+
+def _decode_in_processes(paths: list[str], size: int, chunk: int, workers: int, images: np.ndarray,
+                         failures: dict[int, str], progress: Progress) -> None:
+    """decode_all's parallel half: chunks in worker processes; a dead or stalled worker is a one-line DataError."""
+    # fork: workers inherit the imported modules instantly (spawn would re-import torch in each)
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        futures = {pool.submit(decode_chunk, paths[s:s + chunk], size): s for s in range(0, len(paths), chunk)}
+        pending = set(futures)
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=STALL_S,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            if not done:
+                raise DataError(f"decoding images made no progress for {STALL_S:.0f} s; look for a file that hangs "
+                                "its decoder, or a stalled network mount")
+            for future in done:
+                start = futures[future]
+                _store(images, failures, start, future.result())
+                progress.update(min(chunk, len(paths) - start))
+    except concurrent.futures.process.BrokenProcessPool:
+        raise DataError("an image decoding process died (killed for memory, or crashed in an image library) while "
+                        "decoding; look for an unusually large or damaged file among the images, or give the "
+                        "container more memory") from None
+    finally:
+        _stop_now(pool)
+
+
+def _stop_now(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Drop queued chunks and end the workers at once: leaving `with pool:` would wait for every queued chunk, tens
+    of seconds past a SIGTERM (Docker kills at 10 s). Python 3.14 has pool.terminate_workers() for this."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=1)
 
 
 def _store(images: np.ndarray, failures: dict[int, str], start: int, result) -> None:

@@ -24,8 +24,10 @@ class Layout:
 
 
 def printable(name: str) -> str:
-    """A file name safe to print and store in JSON: undecodable bytes shown as \\xNN (names need not be UTF-8)."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
+    """A file name safe to print and store in JSON, on one line: undecodable bytes shown as \\xNN (names need not
+    be UTF-8), control characters (a newline, a terminal escape) as \\n or \\x1b."""
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def is_hidden(name: str) -> bool:

@@ -6,7 +6,7 @@ parallel, cached, then split. Unreadable files are skipped and reported, never f
 
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from trainjob.data import cache
-from trainjob.data.dataset import Dataset, Split
+from trainjob.data.dataset import MAX_CLASSES, Dataset, Split
 from trainjob.data.decode import decode_all
 from trainjob.data.detect import Layout, has_image_extension, is_hidden, printable
 from trainjob.errors import DataError
+from trainjob.watchdog import beat
 
 TRAIN, TEST = 0, 1  # split codes stored per image
 
@@ -32,7 +33,9 @@ class Listing:
     labels: list[int] = field(default_factory=list)
     splits: list[int] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)  # found while listing: wrong extension, empty, broken link
-    identity: list[tuple[bytes, int, int]] = field(default_factory=list)  # (rel path, size, mtime_ns) for the key
+    # (rel path, size, mtime_ns, ctime_ns, inode) for the cache key. ctime: a rewrite that keeps the size and resets
+    # the mtime (touch -d, rsync -t, cp -p) still moves it, and no user call can set it back.
+    identity: list[tuple[bytes, int, int, int, int]] = field(default_factory=list)
 
 
 def _class_folders(tree: Path) -> list[str]:
@@ -53,21 +56,30 @@ def _stat_reason(error: OSError) -> str:
     return f"unreadable ({error.strerror or error})"
 
 
-def _list_class(listing: Listing, root: Path, folder: Path, label: int, split: int) -> None:
-    """Add folder's images (recursively; links to folders are not followed, so a link loop cannot recurse)."""
-    rel_folder = os.path.relpath(folder, root)
+def _sorted_entries(listing: Listing, root: Path, folder: Path) -> Iterator[os.DirEntry]:
+    beat("listing image files")
     try:
-        entries = sorted(os.scandir(folder), key=lambda e: os.fsencode(e.name))
+        return iter(sorted(os.scandir(folder), key=lambda e: os.fsencode(e.name)))
     except OSError as e:
-        _skip(listing, rel_folder + "/", f"folder {_stat_reason(e)}")
-        return
-    for entry in entries:
+        _skip(listing, os.path.relpath(folder, root) + "/", f"folder {_stat_reason(e)}")
+        return iter(())
+
+
+def _list_class(listing: Listing, root: Path, folder: Path, label: int, split: int) -> None:
+    """Add folder's images, sub-folders included, depth first in sorted order. A stack, not recursion: a tree 1,100
+    folders deep must not hit Python's recursion limit. Links to folders are not followed, so no loop."""
+    stack = [_sorted_entries(listing, root, folder)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
         if is_hidden(entry.name):
             continue
-        rel = os.path.join(rel_folder, entry.name)
+        rel = os.path.relpath(entry.path, root)
         try:
             if entry.is_dir(follow_symlinks=False):
-                _list_class(listing, root, Path(entry.path), label, split)
+                stack.append(_sorted_entries(listing, root, Path(entry.path)))
                 continue
             if entry.is_symlink() and os.path.isdir(entry.path):
                 _skip(listing, rel, "link to a folder (not followed)")
@@ -76,7 +88,7 @@ def _list_class(listing: Listing, root: Path, folder: Path, label: int, split: i
         except OSError as e:
             _skip(listing, rel, _stat_reason(e))
             continue
-        listing.identity.append((os.fsencode(rel), st.st_size, st.st_mtime_ns))
+        listing.identity.append((os.fsencode(rel), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
         if not has_image_extension(entry.name):
             _skip(listing, rel, "not an image file extension")
         elif st.st_size == 0:
@@ -102,6 +114,9 @@ def list_images(layout: Layout) -> Listing:
                             f"only in {layout.train_dir}/: {[printable(c) for c in only_train]}, "
                             f"only in {layout.test_dir}/: {[printable(c) for c in only_test]}; "
                             "add or remove folders so both list the same classes")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"{where} has {len(classes)} class folders, more than the {MAX_CLASSES} trainjob trains: "
+                        "expected one sub-folder per class; point --data_path at the folder that holds them")
     if len(classes) < 2:
         raise DataError(f"{where} has {len(classes)} class folder(s) {[printable(c) for c in classes]}: a classifier "
                         "needs at least 2; put each class's images in its own sub-folder (cat/, dog/, ...)")
