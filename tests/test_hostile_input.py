@@ -112,10 +112,28 @@ def _tar_with_long_name(tmp: Path) -> Path:
     return tmp / "data"
 
 
+_DEEP_TREES: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_deep_trees():
+    """shutil.rmtree recurses once per level: pytest's own clean-up of an old tmp_path holding a tree 1,100 deep
+    would stop every later pytest session with a RecursionError. Remove such trees here, bottom up."""
+    yield
+    while _DEEP_TREES:
+        chain, folder = [], _DEEP_TREES.pop()
+        while (folder / "d").is_dir():
+            folder = folder / "d"
+            chain.append(folder)
+        for level in reversed(chain):
+            level.rmdir()
+
+
 def _deep_empty_class(data: Path) -> None:
     for f in (data / "train" / "dog").iterdir():
         f.unlink()
     folder = data / "train" / "dog"
+    _DEEP_TREES.append(folder)
     for _ in range(1100):  # past Python's recursion limit (which os.makedirs itself would hit)
         folder = folder / "d"
         folder.mkdir()
