@@ -23,6 +23,17 @@ def docker_client():
 
 
 @pytest.fixture
+def two_threads():
+    """Torch on at most two threads, as on the 2-core machines the figures come from; restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(2, before))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def no_network(monkeypatch):
     """Fail any Python-level connection: the Azure ML tests must never reach the service."""
     def refuse(*args, **kwargs):

@@ -10,13 +10,7 @@ from datagen import write_image_folders
 
 from trainjob import backbones
 
-
-@pytest.fixture(autouse=True)
-def _two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 def test_lite0_mapping_gives_the_reference_networks_outputs():

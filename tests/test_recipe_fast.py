@@ -16,12 +16,7 @@ from trainjob.recipes.fast import FastRecipe, augment, choose_precision
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 @pytest.fixture

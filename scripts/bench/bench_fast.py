@@ -97,8 +97,13 @@ def main() -> None:
     print(f"images per second  {summary['images_per_second']:.0f} (training only)")
     print(f"precision          {summary.get('precision')}, {summary.get('threads')} threads, torch "
           f"{summary['versions']['torch']}, {cpu_model()} ({os.cpu_count()} CPUs)")
+    finish(work, args.keep, load_before)
+
+
+def finish(work: Path, keep: bool, load_before: str) -> None:
+    """The closing lines every benchmark prints, then its work folder kept or removed."""
     print(f"load before        {load_before}\nload after         {uptime()}")
-    if args.keep:
+    if keep:
         print(f"kept               {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
-from bench.bench_fast import cpu_model, train_command, uptime  # noqa: E402
+from bench.bench_fast import cpu_model, finish, train_command, uptime  # noqa: E402
 from bench.shared_data import cifar_batches, photos20  # noqa: E402
 
 # Held-out share and the from-scratch baseline of ../shared/datasets/README.md's photos20 figures.
@@ -129,11 +129,7 @@ def main() -> None:
                     print(f"{kind}: mean test accuracy {statistics.mean(picked):.2%} over seeds {args.seeds}")
     print_table(rows)
     print(f"data               {data}")
-    print(f"load before        {load_before}\nload after         {uptime()}")
-    if args.keep:
-        print(f"kept               {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
+    finish(work, args.keep, load_before)
 
 
 if __name__ == "__main__":
