@@ -9,6 +9,7 @@ readable image fails (see README, "Bad data").
 import errno
 import os
 import pickle
+import resource
 import tarfile
 from pathlib import Path
 
@@ -190,9 +191,11 @@ CASES = {
                                 "with strides (0, 0)"),
     "array declared without its bytes": (lambda t: _cifar(t, data=_Reduces(np.ndarray, ((10 ** 12,), np.dtype("u1"))
                                                                             )), [], "1,000,000,000,000-byte array"),
+    "array reconstructed without its bytes": (lambda t: _cifar(t, data=_Reduces(
+        np._core.multiarray._reconstruct, (np.ndarray, (10 ** 12,), b"B"))), [], "1,000,000,000,000-byte array"),
     "array of Python objects": (lambda t: _cifar(t, data=np.array([[1, 2]] * 8, dtype=object)), [],
                                 "an array of Python objects"),
-    "tar.gz with a 1 GiB long name": (_tar_with_long_name, [], "unpacks to more than 512 MB"),
+    "tar.gz with a 1 GiB long name": (_tar_with_long_name, [], "unpacks to more than 256 MB"),
     "pickle opcode a batch never uses": (lambda t: _raw_batch(t, b"\x80\x02\x8f."), [],
                                          "the pickle opcode EMPTY_SET"),
     "a class of 1,100 nested empty folders": (lambda t: _folders(t, _deep_empty_class), [], "has no readable image"),
@@ -238,6 +241,24 @@ def test_the_corpus_is_at_least_forty_cases():
     assert len(CASES) >= 40
 
 
+def _files_outside(tmp_path: Path, out: Path) -> set[str]:
+    """Every path under tmp_path but the output folder (a stack: rglob recurses, and a case nests 1,100 deep)."""
+    found, stack = set(), [str(tmp_path)]
+    while stack:
+        for entry in os.scandir(stack.pop()):
+            if entry.path == str(out):
+                continue
+            found.add(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+    return found
+
+
+# What one bad input may add to this process's peak RSS: the worst legitimate case (a 31 MB batch read, scanned and
+# parsed) stays far below it; the bombs in the corpus would take gigabytes to terabytes.
+RSS_BUDGET_MB = 600
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_exit_2_and_leaves_earlier_results(tmp_path, capsys, monkeypatch, name):
     monkeypatch.setenv("TRAINJOB_CACHE_DIR", "off")
@@ -246,10 +267,14 @@ def test_bad_input_is_one_line_exit_2_and_leaves_earlier_results(tmp_path, capsy
     flags = [flag.format(tmp=tmp_path) for flag in flags]  # "{tmp}": a file the case wrote
     out = tmp_path / "outputs"
     _earlier_outputs(out)
+    before, peak_before = _files_outside(tmp_path, out), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     code, err = _run(["--data_path", data, "--output_dir", out, "--progress", "off", *flags], capsys)
     _assert_one_line_exit_2(code, err, phrase, out)
     for rel, content in EARLIER.items():
         assert (out / rel).read_bytes() == content, f"{rel} was changed"
+    assert _files_outside(tmp_path, out) == before, "something was written outside the output folder"
+    grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert grew_mb < RSS_BUDGET_MB, f"peak RSS grew by {grew_mb:.0f} MB"
 
 
 def test_a_pickle_payload_never_runs(tmp_path, capsys, monkeypatch):

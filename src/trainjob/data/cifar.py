@@ -28,7 +28,7 @@ _TRAIN_BATCH = re.compile(r"data_batch_(\d+)")
 MAX_MEMBER_BYTES = 1 << 30  # an original batch is ~31 MB; a bigger member is not CIFAR (and could exhaust memory)
 # The original archive unpacks to 178 MB in 8 members. tarfile reads some headers whole before any member can be
 # checked (a GNU long name of 1 GiB in a 1 MB file): every byte it reads is counted, and the archive refused past this.
-MAX_TAR_BYTES = 512 << 20
+MAX_TAR_BYTES = 256 << 20
 MAX_TAR_MEMBERS = 1000
 RESIZE_CHUNK = 1024  # images resized at a time, bounding the float32 working copy
 
