@@ -36,6 +36,9 @@ class Recipe:
     mean: ClassVar[tuple[float, ...]]
     std: ClassVar[tuple[float, ...]]
     drop_last: ClassVar[bool] = False  # whether the engine drops each epoch's last partial batch
+    # Test images scored after each epoch but the last (an even stride through the test set; None: all of them).
+    # The last epoch, and so every reported accuracy, always scores the whole test set.
+    eval_during: ClassVar[int | None] = None
 
     def __init__(self, cfg, num_classes: int, image_size: int, steps_per_epoch: int, device: torch.device,
                  wrap: Callable[[nn.Module], nn.Module] = lambda m: m):
