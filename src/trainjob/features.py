@@ -12,8 +12,6 @@ Rows are kept in float16: half the memory, and well inside its range (ReLU6 outp
 
 import concurrent.futures
 import hashlib
-import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -25,6 +23,8 @@ import torch.distributed as dist
 
 from trainjob.data.dataset import Dataset, Split
 from trainjob.data.decode import Progress, decode_chunk
+from trainjob.errors import UserError
+from trainjob.files import save_npz
 from trainjob.runtime import Distributed, cpu_quota
 
 FEATURE_VERSION = 1  # bump when what a row holds changes, so stored features are never misread
@@ -60,8 +60,9 @@ class FeatureStore:
         try:
             _write_npz(self.cached, self.key, arrays)
             log(f"features cached: {self.cached}")
-        except OSError as e:  # a cache never stops a run
-            log(f"cache: could not write {self.cached} ({e.strerror or e}); the next run extracts again")
+        except (OSError, UserError) as e:  # a cache never stops a run, not even on a full disk
+            log(f"cache: could not write {self.cached} ({getattr(e, 'strerror', None) or e}); the next run "
+                "extracts again")
 
 
 def _read_npz(path: Path, key: str) -> dict[str, np.ndarray] | None:
@@ -77,17 +78,8 @@ def _read_npz(path: Path, key: str) -> dict[str, np.ndarray] | None:
 
 
 def _write_npz(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic: a temp file beside path, fsynced, then renamed, so a killed run never leaves half a chunk."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, key=np.array(key), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomic (files.atomic_write), so a killed run never leaves half a chunk; a full disk is a one-line error."""
+    save_npz(path, {"key": np.array(key), **arrays})
 
 
 class FeatureExtractor:

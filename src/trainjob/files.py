@@ -114,6 +114,13 @@ def save_torch(obj, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def save_npz(path: Path, arrays: dict) -> None:
+    """numpy arrays as one .npz, atomically (np.load(allow_pickle=False) reads it back)."""
+    import numpy as np
+
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
 def write_json(path: Path, obj) -> None:
     atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=False, default=str), binary=False)
 

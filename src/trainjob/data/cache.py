@@ -9,12 +9,14 @@ train/test split is made after loading, so changing --seed or --val_fraction reu
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+
+from trainjob.errors import UserError
+from trainjob.files import save_npz
 
 CACHE_VERSION = 2  # bump when the decoding policy or the key changes, so old caches are never read (2: ctime, inode)
 DEFAULT_CACHE_DIR = Path("~/.cache/trainjob")
@@ -86,18 +88,11 @@ def _well_formed(arrays: dict[str, np.ndarray]) -> bool:
 
 
 def save(path: Path, arrays: dict[str, np.ndarray], key: str, log: Callable[[str], None]) -> bool:
-    """Write atomically (temp file in the same folder, fsync, rename): a killed run never leaves half a cache."""
-    tmp = None
+    """Write atomically (files.atomic_write): a killed run never leaves half a cache, and a cache never stops a run
+    (not even on a full disk)."""
     try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", suffix=".npz", delete=False) as f:
-            tmp = f.name
-            np.savez(f, key=np.array(key), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        save_npz(path, {"key": np.array(key), **arrays})
         return True
-    except OSError as e:
-        log(f"cache: could not write {path} ({e.strerror or e}); the next run decodes again")
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    except (OSError, UserError) as e:
+        log(f"cache: could not write {path} ({getattr(e, 'strerror', None) or e}); the next run decodes again")
         return False
