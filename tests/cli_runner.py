@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATA_PATH", "OUTPUT_DIR", "AZUREML_RUN_ID", "RANK",
-                                                            "WORLD_SIZE", "LOCAL_RANK")}
+                                                            "WORLD_SIZE", "LOCAL_RANK") and not k.startswith("MLFLOW_")}
     env["TRAINJOB_CACHE_DIR"] = extra.pop("TRAINJOB_CACHE_DIR", "off")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)

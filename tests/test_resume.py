@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,6 +135,42 @@ def test_finished_run_rerun_does_not_train_again(tmp_path):
     again = run_train(*args)
     assert again.returncode == 0 and "resuming from" in again.stdout
     assert summary(out)["test_accuracy"] == first["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_a_node_lost_without_sigterm_resumes_from_checkpoint_dir_on_an_empty_output_folder(tmp_path, unstopped):
+    """Azure ML's preemption as reported: the process is killed (no SIGTERM) and the job restarts on a new node
+    whose ./outputs is empty; only --checkpoint_dir (a datastore mount there) survives."""
+    checkpoints = tmp_path / "datastore" / "trainjob-checkpoints" / "exp" / "key"
+    first_node = tmp_path / "node1-outputs"
+    proc = start(first_node, "--checkpoint_dir", str(checkpoints), "--checkpoint_interval", "0.3")
+    wait_for_line(proc, "[2,   300]")
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert (checkpoints / "latest.pt").is_file() and not (first_node / "checkpoints").exists()
+    shutil.rmtree(first_node)
+
+    second_node = tmp_path / "node2-outputs"
+    resumed = run_train(*RUN, "--output_dir", second_node, "--checkpoint_dir", checkpoints,
+                        "--checkpoint_interval", "0.3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {checkpoints}" in resumed.stdout
+    assert_same(second_node, unstopped)
+    # The whole history came back with the checkpoint: metrics.jsonl and the plots cover both epochs.
+    lines = [json.loads(line) for line in (second_node / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 * (1250 // 50) + 2 and lines[0]["type"] == "loss" and lines[0]["epoch"] == 1
+
+
+def test_an_unwritable_checkpoint_dir_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_train("--demo", "--epochs", "1", "--output_dir", tmp_path / "o", "--checkpoint_dir",
+                       blocker / "checkpoints")
+    assert_user_error(result, "cannot write to --checkpoint_dir", str(blocker / "checkpoints"))
+    data = tmp_path / "data"
+    (data / "cat").mkdir(parents=True)
+    inside = run_train("--data_path", data, "--output_dir", tmp_path / "o", "--checkpoint_dir", data / "ck")
+    assert_user_error(inside, "--checkpoint_dir", "inside the data folder")
 
 
 def test_a_metrics_file_cut_shorter_since_the_checkpoint_is_repaired_not_padded(tmp_path):

@@ -1,4 +1,5 @@
-"""Resumable training state: written atomically to <output_dir>/checkpoints/, newest and previous kept.
+"""Resumable training state: written atomically to --checkpoint_dir (<output_dir>/checkpoints/), newest and previous
+kept.
 
 A checkpoint is a plain dict of tensors and plain values, loaded with torch.load(weights_only=True), so a checkpoint
 file can never run code. A truncated or corrupt newest checkpoint (SIGKILL mid-write, full disk) is detected by
@@ -24,13 +25,13 @@ LATEST = "latest.pt"
 PREVIOUS = "previous.pt"
 # Flags that may change between a run and its resumption without changing the result.
 NOT_COMPARED = {"data_path", "output_dir", "log_interval", "num_threads", "device", "checkpoint_interval", "resume",
-                "progress", "cache_dir", "weights", "stall_timeout"}
+                "progress", "cache_dir", "weights", "stall_timeout", "checkpoint_dir", "tracking"}
 _CORRUPT = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, TypeError)
 
 
 class Checkpoints:
-    def __init__(self, output_dir: Path):
-        self.dir = Path(output_dir) / contract.CHECKPOINT_DIR
+    def __init__(self, folder: Path):
+        self.dir = Path(folder)
 
     @property
     def latest(self) -> Path:

@@ -41,9 +41,11 @@ class Config:
     num_threads: int = 0  # torch threads; 0 = the container's CPU quota (cgroup), not the host's core count
     device: str = "auto"  # auto | cpu | cuda
     checkpoint_interval: float = 300.0  # seconds between mid-epoch checkpoints (0 = only at epoch ends)
+    checkpoint_dir: str | None = None  # resumable state; default <output_dir>/checkpoints (Azure: a datastore path)
     stall_timeout: float = 1800.0  # seconds without progress before the run ends with exit 4 (0 = never)
     resume: str = "auto"  # auto | never | PATH to a checkpoint
     progress: str = "auto"  # auto (bar on a terminal, plain lines otherwise) | bar | lines | off
+    tracking: str = "auto"  # where metrics go besides metrics.jsonl: auto | azureml | mlflow | both | none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,12 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"], help="where to train")
     run.add_argument("--checkpoint_interval", type=float, default=d.checkpoint_interval,
                      help="seconds between mid-epoch checkpoints; 0 = only at the end of each epoch")
+    run.add_argument("--checkpoint_dir", default=None,
+                     help=f"where resumable state goes (default: <output_dir>/{contract.CHECKPOINT_DIR}); on a "
+                     "cluster whose nodes can be preempted, storage that outlives the node (make submit-aml binds it)")
     run.add_argument("--stall_timeout", type=float, default=d.stall_timeout,
                      help="seconds without any progress (a step, a chunk of images) before the run gives up with "
                      "exit 4; 0 = never")
     run.add_argument("--resume", default=d.resume, help="auto (newest valid checkpoint), never, or a checkpoint PATH")
     run.add_argument("--progress", default=d.progress, choices=["auto", "bar", "lines", "off"],
                      help="progress display: a bar on a terminal, plain lines in logs")
+    run.add_argument("--tracking", default=d.tracking, choices=["auto", "azureml", "mlflow", "both", "none"],
+                     help=f"where metrics go besides metrics.jsonl: mlflow = the server at ${contract.ENV_MLFLOW_URI} "
+                     "(SDK v2 jobs); azureml = the SDK v1 run (Run.log); auto = the v1 run inside one, else MLflow "
+                     f"where ${contract.ENV_MLFLOW_URI} is set")
     return p
 
 
@@ -214,6 +223,11 @@ def validate(cfg: Config) -> None:
                         "or --demo to try the flow on generated data")
     if not cfg.demo:
         data, out = Path(cfg.data_path).resolve(), Path(cfg.output_dir).resolve()
+        if cfg.checkpoint_dir and Path(cfg.checkpoint_dir).resolve().is_relative_to(data):
+            error = UserError(f"--checkpoint_dir {cfg.checkpoint_dir} is inside the data folder {cfg.data_path}: "
+                              "checkpoints would become training data on the next run; pass a folder outside it")
+            error.writes_failure_file = False
+            raise error
         if out.is_relative_to(data):
             error = UserError(f"--output_dir {cfg.output_dir} is inside the data folder {cfg.data_path}: its plots "
                             "and checkpoints would become training data on the next run; pass an --output_dir "

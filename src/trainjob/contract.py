@@ -9,6 +9,9 @@ ENV_OUTPUT_DIR = "OUTPUT_DIR"  # e.g. OUTPUT_DIR=/outputs: where model.pt, summa
 ENV_CACHE_DIR = "TRAINJOB_CACHE_DIR"  # e.g. /tmp/trainjob-cache: decoded image-folder cache ("off" disables it)
 ENV_WEIGHTS_DIR = "TRAINJOB_WEIGHTS_DIR"  # e.g. /opt/trainjob/weights: pretrained backbone weights baked into the image
 ENV_AZUREML_RUN_ID = "AZUREML_RUN_ID"  # set by Azure ML inside a run; outputs then go to ./outputs (uploaded)
+ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"  # an MLflow server (or azureml://, set by Azure ML v2 jobs): metrics go there
+ENV_MLFLOW_RUN_ID = "MLFLOW_RUN_ID"  # set by Azure ML v2 jobs: the job's own MLflow run, which metrics join
+ENV_MLFLOW_EXPERIMENT = "MLFLOW_EXPERIMENT_NAME"  # the MLflow experiment of a new run (default trainjob)
 # Set by torchrun and by Azure ML's PyTorch distribution; all four switch on DistributedDataParallel.
 ENV_RANK = "RANK"
 ENV_WORLD_SIZE = "WORLD_SIZE"
@@ -26,7 +29,7 @@ METRICS_FILE = "metrics.jsonl"  # one JSON object per line: loss every log inter
 CURVES_FILE = "training_curves.png"
 CONFUSION_FILE = "confusion_matrix.png"
 FAILURE_FILE = "failure.txt"  # one line: why the run stopped (user error, internal error, SIGTERM)
-CHECKPOINT_DIR = "checkpoints"  # resumable state: newest and previous good checkpoint
+CHECKPOINT_DIR = "checkpoints"  # resumable state: newest and previous good checkpoint (--checkpoint_dir moves it)
 
 # --- Exit codes -----------------------------------------------------------------------------------------------------
 EXIT_OK = 0

@@ -103,7 +103,7 @@ class Trainer:
     def state(self) -> dict:
         return {"position": self.pos.state(), "recipe": self.recipe.state_dict(),
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "metrics_offset": self.tracker.offset}
+                "metrics_offset": self.tracker.offset, "metrics": self.tracker.written()}
 
     def load_state(self, state: dict) -> None:
         self.pos = Position(**state["position"])

@@ -35,6 +35,26 @@ def prepare_output_dir(path: str) -> Path:
     return out
 
 
+def checkpoint_dir(cfg, output_dir: Path) -> Path:
+    """--checkpoint_dir, or <output_dir>/checkpoints."""
+    return Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else Path(output_dir) / contract.CHECKPOINT_DIR
+
+
+def prepare_checkpoint_dir(cfg, output_dir: Path) -> Path:
+    """The checkpoint folder, proven writable up front when --checkpoint_dir moves it out of the output folder (on
+    Azure ML a datastore mount, where a missing write permission would otherwise surface at the first checkpoint)."""
+    folder = checkpoint_dir(cfg, output_dir)
+    if cfg.checkpoint_dir:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+                pass
+        except OSError as e:
+            raise UserError(f"cannot write to --checkpoint_dir {folder}: {e.strerror or e}; pass a writable folder "
+                            "(or leave the flag out: checkpoints then go to <output_dir>/checkpoints)") from None
+    return folder
+
+
 def atomic_write(path: Path, write: Callable[[object], None], binary: bool = True) -> None:
     """Write path through write(file) into a temp file beside it, fsync, then replace path in one step."""
     path = Path(path)

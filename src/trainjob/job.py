@@ -9,12 +9,19 @@ import torch
 import torch.distributed as dist
 
 import trainjob
-from trainjob import contract, runtime
+from trainjob import contract, mlflow_log, runtime
 from trainjob.checkpoint import Checkpoints, check_compatible
 from trainjob.config import Config
 from trainjob.engine import Trainer, accuracy, evaluate, per_class_accuracy, steps_per_epoch
-from trainjob.errors import DataError
-from trainjob.files import clear_failure, output_dir_lock, prepare_output_dir, save_torch
+from trainjob.errors import DataError, Stopped
+from trainjob.files import (
+    checkpoint_dir,
+    clear_failure,
+    output_dir_lock,
+    prepare_checkpoint_dir,
+    prepare_output_dir,
+    save_torch,
+)
 from trainjob.recipes import get_recipe
 from trainjob.report import plot_confusion, plot_training_curves, write_summary
 from trainjob.signals import StopRequest
@@ -53,7 +60,7 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
     if data.synthetic:
         log("NOTE: training on SYNTHETIC data (--demo): the accuracy says nothing about real images", flush=True)
 
-    checkpoints = Checkpoints(output_dir)
+    checkpoints = Checkpoints(prepare_checkpoint_dir(cfg, output_dir) if d.is_main else checkpoint_dir(cfg, output_dir))
     found = checkpoints.find(cfg.resume) if d.is_main else None
     if d.enabled:  # on several nodes only rank 0's output folder holds the checkpoints: every rank resumes from it
         shared = [found]
@@ -67,14 +74,16 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
     note = recipe.startup_note()
     if note:
         log(note, flush=True)
-    run = azure_run() if d.is_main else None
-    tracker = Tracker(output_dir, enabled=d.is_main, run=run,
-                      truncate_at=found[0]["metrics_offset"] if found else None)
+    run, mlflow = _trackers(cfg, d, resumed=found[0] if found else None, log=log)
+    tracker = Tracker(output_dir, enabled=d.is_main, run=run, mlflow=mlflow,
+                      truncate_at=found[0]["metrics_offset"] if found else None,
+                      saved=found[0].get("metrics") if found else None)
 
     def save_checkpoint(state: dict):
         if not d.is_main:
             return None
-        return checkpoints.save({**state, "config": cfg.to_dict(), "classes": data.classes})
+        return checkpoints.save({**state, "config": cfg.to_dict(), "classes": data.classes,
+                                 "mlflow_run_id": mlflow.run_id if mlflow else None})
 
     trainer = Trainer(recipe, data, cfg, device, d, tracker, Progress(cfg.progress, d.is_main), stop,
                       save_checkpoint, started, eval_threads)
@@ -86,6 +95,10 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         # The last epoch was just scored; a rerun of a finished job (nothing left to train) scores it here.
         confusion = trainer.confusion if trainer.confusion is not None else evaluate(
             recipe, data.test, len(data.classes), device, d, eval_threads)
+    except BaseException as e:
+        if mlflow:  # a stop that a rerun resumes is KILLED, as MLflow names a run ended from outside
+            mlflow.end("KILLED" if isinstance(e, (Stopped, KeyboardInterrupt)) else "FAILED")
+        raise
     finally:
         tracker.close()
     if not d.is_main:
@@ -109,6 +122,7 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         "world_size": d.world_size,
         "resumed_from": str(found[1]) if found else None,
         "azureml_run_id": getattr(run, "id", None),
+        "mlflow": mlflow.describe() if mlflow else None,
         "confusion_matrix": confusion.tolist(),
         "versions": {"trainjob": trainjob.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
@@ -122,10 +136,28 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
     plot_training_curves(output_dir, read_metrics(output_dir))
     plot_confusion(output_dir, confusion, data.classes)
     tracker.final(summary)
+    if mlflow:
+        mlflow.artifacts([output_dir / name for name in (contract.MODEL_FILE, contract.SUMMARY_FILE,
+                                                         contract.METRICS_FILE, contract.CURVES_FILE,
+                                                         contract.CONFUSION_FILE)])
+        mlflow.end("FINISHED")
+        if mlflow.problem:  # summary.json says what did not reach the server
+            write_summary(output_dir, {**summary, "mlflow": mlflow.describe()})
     clear_failure(output_dir)
     print(f"Finished Training: test accuracy {summary['test_accuracy']:.2%} in {summary['train_seconds']:.1f} s "
           f"of training; results in {output_dir}", flush=True)
     return summary
+
+
+def _trackers(cfg: Config, d: runtime.Distributed, resumed: dict | None, log):
+    """(the SDK v1 Run or None, the MlflowRun or None) that --tracking asks for; only the main process tracks."""
+    if not d.is_main or cfg.tracking == "none":
+        return None, None
+    run = azure_run() if cfg.tracking in ("auto", "azureml", "both") else None
+    mlflow = None
+    if mlflow_log.wanted(cfg.tracking, in_azureml_v1_run=run is not None):
+        mlflow = mlflow_log.MlflowRun.start(cfg, resumed_run_id=(resumed or {}).get("mlflow_run_id"), log=log)
+    return run, mlflow
 
 
 def _ddp_wrapper(d: runtime.Distributed, device):

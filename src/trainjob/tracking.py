@@ -33,9 +33,12 @@ def azure_run():
 
 
 class Tracker:
-    def __init__(self, output_dir: Path, enabled: bool, run=None, truncate_at: int | None = None):
+    def __init__(self, output_dir: Path, enabled: bool, run=None, truncate_at: int | None = None,
+                 saved: str | None = None, mlflow=None):
+        """truncate_at and saved: a resumed run's metrics_offset and the lines up to it, from its checkpoint."""
         self.enabled = enabled
         self.run = run
+        self.mlflow = mlflow  # an mlflow_log.MlflowRun, or None
         self.path = Path(output_dir) / contract.METRICS_FILE
         self._file = None
         if enabled:
@@ -45,22 +48,41 @@ class Tracker:
                 raise UserError(f"cannot open {self.path}: {e.strerror or e} (a symlink is refused); remove it or "
                                 "pass another --output_dir") from None
             self._file = os.fdopen(fd, "r+b")
-            self._file.truncate(self._keep(truncate_at or 0))  # fresh: empty; resumed: where it checkpointed
+            self._resume_at(truncate_at or 0, saved)  # fresh: empty; resumed: as it was at the checkpoint
             self._file.seek(0, os.SEEK_END)
 
-    def _keep(self, offset: int) -> int:
-        """Bytes to keep: the checkpoint's offset, or, where the file was cut shorter since, its last whole line
-        (truncating past the end would pad it with NUL bytes)."""
+    def _resume_at(self, offset: int, saved: str | None) -> None:
+        """Cut the file back to the checkpoint's offset. Where it is shorter (a new node after preemption starts
+        with an empty output folder, or the file was cut since), the checkpoint's own copy of the lines is put
+        back; failing that (a checkpoint older than that copy), its last whole line is kept: truncating past the end
+        would pad it with NUL bytes."""
         size = self._file.seek(0, os.SEEK_END)
         if offset <= size:
-            return offset
+            self._file.truncate(offset)
+            return
+        if saved is not None and len(saved.encode()) == offset:
+            self._file.seek(0)
+            self._file.truncate(0)
+            self._file.write(saved.encode())
+            self._file.flush()
+            return
         self._file.seek(0)
-        return self._file.read().rfind(b"\n") + 1
+        self._file.truncate(self._file.read().rfind(b"\n") + 1)
 
     @property
     def offset(self) -> int:
         """Bytes of metrics.jsonl written so far: stored in checkpoints."""
         return self._file.tell() if self._file else 0
+
+    def written(self) -> str:
+        """metrics.jsonl so far, for checkpoints: a run resumed on another machine gets its whole history back."""
+        if not self._file:
+            return ""
+        end = self._file.tell()
+        self._file.seek(0)
+        text = self._file.read(end).decode()
+        self._file.seek(end)
+        return text
 
     def loss(self, epoch: int, step: int, global_step: int, value: float) -> None:
         if not self.enabled:
@@ -69,6 +91,8 @@ class Tracker:
         self._record({"type": "loss", "epoch": epoch + 1, "step": step, "global_step": global_step, "loss": value})
         if self.run is not None:
             self.run.log("loss", value)
+        if self.mlflow is not None:
+            self.mlflow.metrics({"loss": value}, step=global_step)
 
     def epoch(self, metrics: dict) -> None:
         if not self.enabled:
@@ -76,14 +100,22 @@ class Tracker:
         print(f"epoch {metrics['epoch']}: train loss {metrics['train_loss']:.4f}, "
               f"test accuracy {metrics['test_accuracy']:.2%}, {metrics['images_per_second']:.0f} images/s", flush=True)
         self._record({"type": "epoch", **metrics})
+        per_epoch = {name: metrics[name] for name in ("train_loss", "test_accuracy", "images_per_second")}
         if self.run is not None:
-            for name in ("train_loss", "test_accuracy", "images_per_second"):
-                self.run.log(name, metrics[name])
+            for name, value in per_epoch.items():
+                self.run.log(name, value)
+        if self.mlflow is not None:
+            self.mlflow.metrics(per_epoch, step=metrics["epoch"])
 
     def final(self, summary: dict) -> None:
-        if self.enabled and self.run is not None:
-            self.run.log("final_test_accuracy", summary["test_accuracy"])
-            self.run.log("train_seconds", summary["train_seconds"])
+        if not self.enabled:
+            return
+        final = {"final_test_accuracy": summary["test_accuracy"], "train_seconds": summary["train_seconds"]}
+        if self.run is not None:
+            for name, value in final.items():
+                self.run.log(name, value)
+        if self.mlflow is not None:
+            self.mlflow.metrics(final, step=summary["epochs"])
 
     def _record(self, obj: dict) -> None:
         self._file.write((json.dumps(obj) + "\n").encode())

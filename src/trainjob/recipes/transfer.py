@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainjob import backbones, contract
+from trainjob import backbones
 from trainjob.data import load_dataset
 from trainjob.data.cache import resolve_cache_dir
 from trainjob.features import FeatureExtractor
+from trainjob.files import checkpoint_dir
 from trainjob.recipes.base import Recipe, normalize
 from trainjob.recipes.fast import choose_precision
 
@@ -93,9 +94,9 @@ class TransferRecipe(Recipe):
                               str(cfg.image_size), precision])
         data_root = Path(cfg.data_path) if cfg.data_path and not cfg.demo else None
         extractor = FeatureExtractor(encode, prepare, image_size=cfg.image_size, settings=settings,
-                                     chunk_dir=output_dir / contract.CHECKPOINT_DIR,
+                                     chunk_dir=checkpoint_dir(cfg, output_dir),
                                      cache_dir=resolve_cache_dir(cfg.cache_dir, data_root, log), d=d, log=log)
-        stop.kept = f"the features extracted so far are kept in {output_dir / contract.CHECKPOINT_DIR}"
+        stop.kept = f"the features extracted so far are kept in {checkpoint_dir(cfg, output_dir)}"
         try:
             return load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
                                 seed=cfg.seed, cache_dir=cfg.cache_dir, demo=cfg.demo, log=log, features=extractor)
