@@ -12,7 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: help venv run run-local demo data test test-fast lint bench bench-fast bench-precision bench-transfer build base-image-offline smoke shell \
-	lint-docker chaos workspace compute upload-data push-image register-env submit-aml
+	lint-docker chaos workspace compute upload-data push-image register-env submit-aml sweep-aml
 
 help: ## Show this list.
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -80,6 +80,7 @@ chaos: venv ## Stop the image at random moments, resume each time, and compare w
 
 # --- Azure ML (scripts/aml/): the tutorial's cloud half, with this image --------------------------------------------
 AML_ARGS ?=
+AML_SDK ?= v1
 
 workspace: venv ## Create or get the Azure ML workspace and write .azureml/config.json (tutorial part 1).
 	$(PY) scripts/aml/workspace.py $(AML_ARGS)
@@ -93,5 +94,8 @@ upload-data: venv ## Check $(DATA) holds a usable dataset, then upload it to the
 push-image: venv ## Push the image to the workspace registry and register it as an Azure ML environment.
 	$(PY) scripts/aml/push_image.py --image "$(IMAGE)" --tag "$(TAG)" $(AML_ARGS)
 
-submit-aml: venv ## Submit the tutorial's run on cpu-cluster with the image; DRY_RUN=1 prints it without Azure.
-	@$(PY) scripts/aml/submit.py $(if $(DRY_RUN),--dry-run) $(AML_ARGS)
+submit-aml: venv ## Submit the tutorial's run on cpu-cluster with the image (AML_SDK=v2: a command job); DRY_RUN=1: offline.
+	@$(PY) scripts/aml/submit.py --sdk $(AML_SDK) $(if $(DRY_RUN),--dry-run) $(AML_ARGS)
+
+sweep-aml: venv ## Sweep learning rate and momentum as an SDK v2 sweep job; DRY_RUN=1 writes build/aml/sweep.yml.
+	@$(PY) scripts/aml/sweep.py --sdk v2 $(if $(DRY_RUN),--dry-run) $(AML_ARGS)

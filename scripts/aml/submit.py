@@ -6,6 +6,8 @@
     make submit-aml AML_ARGS="--node-count 2"         # DistributedDataParallel over 2 nodes (Gloo)
     make submit-aml AML_ARGS="--mode download -- --epochs 1"   # trainer flags after --
     make submit-aml DRY_RUN=1                         # print the run configuration as JSON; contacts nothing
+    make submit-aml AML_SDK=v2                        # the same run as an SDK v2 command job (azure-ai-ml)
+    make submit-aml AML_SDK=v2 DRY_RUN=1              # write build/aml/job.yml (az ml job create --file); offline
 
 The dataset at <default datastore>/datasets/cifar10 is passed as --data_path and mounted (or downloaded) in the
 container; the run starts launcher/train.py, which calls the trainer installed in the image (the code `docker run`
@@ -27,6 +29,9 @@ LAUNCHER = "train.py"
 
 def build_parser():
     p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--sdk", default="v1", choices=["v1", "v2"],
+                   help="v1: azureml-core, the tutorial's SDK; v2: azure-ai-ml, a command job with MLflow metrics "
+                   "and checkpoints on the datastore that survive preemption")
     p.add_argument("--compute", default=common.COMPUTE_NAME, help="compute target (make compute)")
     p.add_argument("--experiment", default=common.EXPERIMENT, help="experiment name")
     p.add_argument("--environment", default=common.ENVIRONMENT, help="registered environment (make push-image)")
@@ -39,8 +44,13 @@ def build_parser():
     p.add_argument("--momentum", default="0.92", help="the trainer's --momentum (the tutorial's value)")
     p.add_argument("--node-count", type=int, default=1, help="nodes; above 1, one process per node with DDP (Gloo)")
     p.add_argument("--wait", action="store_true", help="stream the run's log until it ends; exit 3 if it fails")
+    p.add_argument("--run-key", help="v2: names the checkpoint folder <datastore>/trainjob-checkpoints/<experiment>/"
+                   "<run key>/ (default: a hash of the data path and trainer settings, so the same command "
+                   "resumes)")
+    p.add_argument("--image-uri", help="v2: the image the job runs (default: <workspace registry>/--image:--tag)")
     p.add_argument("--dry-run", action="store_true",
-                   help="build every SDK object offline and print the run configuration as JSON")
+                   help="build every SDK object offline: v1 prints the run configuration as JSON, v2 writes "
+                   "build/aml/job.yml")
     off = p.add_argument_group("--dry-run only: the environment as push-image registers it")
     off.add_argument("--image", default="trainjob", help="image name")
     off.add_argument("--tag", help="image tag (default: the git commit)")
@@ -174,6 +184,9 @@ def registered_environment(ws, args):
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    if args.sdk == "v2":
+        submit_v2(args)
+        return
     if args.dry_run:
         common.import_sdk()
         print(json.dumps(dry_run(args), indent=2))
@@ -189,6 +202,38 @@ def main(argv=None) -> None:
     print(f"Studio: {run.get_portal_url()}", flush=True)
     if args.wait:
         wait(run)
+
+
+def v2_image(args, client=None) -> str:
+    """--image-uri, or the image as push-image puts it in the workspace's registry (offline: a labelled one)."""
+    if args.image_uri:
+        return args.image_uri
+    tag = args.tag or common.git_sha() or "dev"
+    if client is None:
+        return f"{args.registry}/{args.image}:{tag}"
+    registry_id = client.workspaces.get(client.workspace_name).container_registry or ""
+    if not registry_id:
+        raise common.AmlError("the workspace has no container registry yet: run `make push-image` "
+                              "(or pass --image-uri)")
+    return f"{registry_id.rstrip('/').split('/')[-1]}.azurecr.io/{args.image}:{tag}"
+
+
+def submit_v2(args) -> None:
+    import v2
+
+    if args.dry_run:
+        job = v2.command_job(args, v2_image(args))
+        path = v2.write_yaml(job, "job.yml")
+        print(f"wrote {path} (offline, nothing sent): command job on {args.compute}, image {job.environment.image}, "
+              f"data {job.inputs['data'].path} ({job.inputs['data'].mode}), checkpoints "
+              f"{job.outputs['checkpoints'].path}; submit it with `az ml job create --file {path}`")
+        return
+    client = v2.ml_client(args)
+    job = client.jobs.create_or_update(v2.command_job(args, v2_image(args, client)))
+    print(f"submitted job {job.name} (experiment {args.experiment}); checkpoints: {job.outputs['checkpoints'].path}")
+    print(f"Studio: {job.studio_url}", flush=True)
+    if args.wait:
+        v2.wait(client, job)
 
 
 def wait(run) -> None:

@@ -1,0 +1,171 @@
+"""Azure ML SDK v2: the tutorial's command job and its sweep, built from azure-ai-ml's objects and checked offline.
+
+The dry runs' YAML is read back with azure.ai.ml.load_job and checked field by field (the SDK's jobs.validate() is
+shallow). No test reaches Azure: the socket guard fails any connection; the one stand-in, for a submitted job's
+status, is named in its test.
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+AML = ROOT / "scripts" / "aml"
+PY = sys.executable
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def v2():
+    pytest.importorskip("azure.ai.ml")
+    sys.path.insert(0, str(AML))
+    import v2
+
+    return v2
+
+
+@pytest.fixture(autouse=True)
+def _no_network(no_network):
+    """Every test here runs behind conftest's socket guard."""
+
+
+def make(target: str, tmp_path: Path, *aml_args: str, sdk: str = "v2", env=None) -> subprocess.CompletedProcess:
+    """`make TARGET AML_SDK=v2 DRY_RUN=1 AML_ARGS=...` as a user runs it; the YAML lands in build/aml/."""
+    args = " ".join(["--config", str(tmp_path / "none.json"), "--tag", "abc1234", *aml_args])
+    cmd = ["make", "--no-print-directory", "-C", str(ROOT), "-o", ".venv/.installed", target, f"AML_SDK={sdk}",
+           "DRY_RUN=1", f"PY={PY}", f"AML_ARGS={args}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+
+
+def test_submit_dry_run_writes_the_tutorials_command_job_that_load_job_reads(tmp_path):
+    from azure.ai.ml import load_job
+
+    out = make("submit-aml", tmp_path, "--node-count", "2", "--", "--epochs", "1")
+    assert out.returncode == 0, out.stderr
+    path = ROOT / "build" / "aml" / "job.yml"
+    assert f"wrote {path.relative_to(ROOT)}" in out.stdout and "nothing sent" in out.stdout
+    job = load_job(path)
+    assert job.type == "command"  # load_job gives the SDK's Command, what command() builds
+    assert job.compute == "cpu-cluster"
+    assert job.experiment_name == "day1-experiment-data"
+    assert job.environment.image == "offline-dry-run.azurecr.io/trainjob:abc1234"
+    data = job.inputs["data"]
+    assert (data.type, data.mode) == ("uri_folder", "ro_mount")
+    assert data.path == "azureml://datastores/workspaceblobstore/paths/datasets/cifar10/"
+    spec = yaml.safe_load(path.read_text())  # the loaded job wraps literal inputs in NodeInput
+    assert (spec["inputs"]["learning_rate"], spec["inputs"]["momentum"]) == (0.003, 0.92)
+    checkpoints = job.outputs["checkpoints"]
+    assert (checkpoints.type, checkpoints.mode) == ("uri_folder", "rw_mount")
+    assert checkpoints.path.startswith(
+        "azureml://datastores/workspaceblobstore/paths/trainjob-checkpoints/day1-experiment-data/")
+    assert job.command.split() == [
+        "train", "--data_path", "${{inputs.data}}", "--learning_rate", "${{inputs.learning_rate}}",
+        "--momentum", "${{inputs.momentum}}", "--checkpoint_dir", "${{outputs.checkpoints}}",
+        "--output_dir", "./outputs", "--tracking", "mlflow", "--epochs", "1"]
+    assert job.resources.instance_count == 2
+    assert job.distribution.type == "pytorch" and job.distribution.process_count_per_instance == 1
+
+
+def test_the_same_command_gets_the_same_checkpoint_folder_and_other_settings_another(v2, tmp_path):
+    import submit
+
+    def key(*argv):
+        return v2.run_key(submit.build_parser().parse_args(["--sdk", "v2", *argv]))
+
+    assert key() == key() == key("--wait")  # watching or not is the same training
+    assert key() != key("--learning-rate", "0.01")
+    assert key() != key("--", "--epochs", "3")
+    assert key() != key("--data-path", "datasets/other")
+    assert key("--run-key", "my-run") == "my-run"
+    args = submit.build_parser().parse_args(["--sdk", "v2", "--experiment", "exp1", "--run-key", "k1"])
+    assert v2.checkpoint_path(args) == "trainjob-checkpoints/exp1/k1"
+
+
+def test_download_mode_and_one_node_have_no_distribution(v2, tmp_path):
+    import submit
+
+    args = submit.build_parser().parse_args(["--sdk", "v2", "--mode", "download"])
+    job = v2.command_job(args, "r.azurecr.io/trainjob:t")
+    assert job.inputs["data"].mode == "download" and job.distribution is None
+    bad = submit.build_parser().parse_args(["--sdk", "v2", "--node-count", "0"])
+    with pytest.raises(Exception, match="--node-count must be at least 1"):
+        v2.command_job(bad, "r.azurecr.io/trainjob:t")
+
+
+def test_sweep_dry_run_writes_a_sweep_over_learning_rate_and_momentum_that_load_job_reads(tmp_path):
+    import math
+
+    from azure.ai.ml import load_job
+    from azure.ai.ml.sweep import SweepJob
+
+    out = make("sweep-aml", tmp_path, "--max-trials", "12", "--max-concurrent", "3")
+    assert out.returncode == 0, out.stderr
+    job = load_job(ROOT / "build" / "aml" / "sweep.yml")
+    assert isinstance(job, SweepJob)
+    assert job.compute.endswith("cpu-cluster") and job.sampling_algorithm == "random"
+    assert (job.objective.primary_metric, job.objective.goal) == ("test_accuracy", "maximize")
+    lr, momentum = job.search_space["learning_rate"], job.search_space["momentum"]
+    assert lr.type == "loguniform" and math.exp(lr.min_value) == pytest.approx(1e-4)
+    assert math.exp(lr.max_value) == pytest.approx(0.1)
+    assert momentum.type == "uniform" and (momentum.min_value, momentum.max_value) == (0.5, 0.99)
+    assert job.early_termination.type == "bandit" and job.early_termination.slack_factor == 0.1
+    assert (job.limits.max_total_trials, job.limits.max_concurrent_trials) == (12, 3)
+    assert job.inputs["data"].mode == "ro_mount"
+    assert job.outputs["checkpoints"].path.endswith("/${{name}}/")  # each trial its own folder
+    assert "--learning_rate ${{search_space.learning_rate}}" in job.trial.command
+    assert "--momentum ${{search_space.momentum}}" in job.trial.command
+    assert job.trial.environment.image == "offline-dry-run.azurecr.io/trainjob:abc1234"
+
+
+def test_bayesian_sweeps_drop_early_termination_and_concurrency_is_capped_by_the_cluster(tmp_path):
+    from azure.ai.ml import load_job
+
+    out = make("sweep-aml", tmp_path, "--sampling", "bayesian")
+    assert out.returncode == 0, out.stderr
+    assert "no early termination" in out.stdout
+    job = load_job(ROOT / "build" / "aml" / "sweep.yml")
+    assert job.sampling_algorithm == "bayesian" and job.early_termination is None
+    too_many = make("sweep-aml", tmp_path, "--max-concurrent", "8")
+    assert too_many.returncode == 2
+    assert too_many.stderr.strip().startswith("error: --max-concurrent 8 must be 1 to --max-nodes 4")
+
+
+def test_no_secret_reaches_the_yaml_or_the_output(tmp_path):
+    import os
+
+    secret = "hunter2-client-secret"
+    env = {**os.environ, "AZURE_TENANT_ID": "t", "AZURE_CLIENT_ID": "c", "AZURE_CLIENT_SECRET": secret}
+    for target, name in (("submit-aml", "job.yml"), ("sweep-aml", "sweep.yml")):
+        out = make(target, tmp_path, "--auth", "sp", env=env)
+        assert out.returncode == 0, out.stderr
+        text = (ROOT / "build" / "aml" / name).read_text()
+        assert secret not in text + out.stdout + out.stderr
+        for word in ("password", "secret", "token"):
+            assert word not in text.lower(), (name, word)
+
+
+@pytest.mark.parametrize("status, code", [("Completed", 0), ("Failed", 3), ("Canceled", 3)])
+def test_wait_maps_the_final_status_to_the_exit_code(v2, status, code, capsys):
+    """Stand-in for the service: a client whose jobs.stream() returns and jobs.get() reports `status`."""
+    import common
+
+    client = SimpleNamespace(jobs=SimpleNamespace(stream=lambda name: None,
+                                                  get=lambda name: SimpleNamespace(status=status)))
+    job = SimpleNamespace(name="job-1", studio_url="https://ml.azure.com/runs/job-1")
+    assert common.run_main(lambda argv: v2.wait(client, job), []) == code
+    if code:
+        assert f"job job-1 ended {status}" in capsys.readouterr().err
+
+
+def test_a_real_submit_without_a_workspace_config_says_how_to_get_one(tmp_path):
+    cmd = ["make", "--no-print-directory", "-C", str(ROOT), "-o", ".venv/.installed", "submit-aml", "AML_SDK=v2",
+           f"PY={PY}", f"AML_ARGS=--config {tmp_path / 'none.json'}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: no workspace config") and "make workspace" in out.stderr
+    assert "Traceback" not in out.stderr
