@@ -12,7 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: help venv run run-local demo data test test-fast lint bench bench-fast bench-precision bench-transfer build base-image-offline smoke shell \
-	lint-docker chaos workspace compute upload-data push-image register-env submit-aml sweep-aml
+	lint-docker chaos workspace compute upload-data push-image register-env submit-aml sweep-aml register-model
 
 help: ## Show this list.
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -96,6 +96,9 @@ push-image: venv ## Push the image to the workspace registry and register it as 
 
 submit-aml: venv ## Submit the tutorial's run on cpu-cluster with the image (AML_SDK=v2: a command job); DRY_RUN=1: offline.
 	@$(PY) scripts/aml/submit.py --sdk $(AML_SDK) $(if $(DRY_RUN),--dry-run) $(AML_ARGS)
+
+register-model: venv ## Register a finished SDK v2 job's model.pt (AML_ARGS="--job NAME"); DRY_RUN=1 writes build/aml/model.yml.
+	@$(PY) scripts/aml/register_model.py $(if $(DRY_RUN),--dry-run) $(AML_ARGS)
 
 sweep-aml: venv ## Sweep learning rate and momentum as an SDK v2 sweep job; DRY_RUN=1 writes build/aml/sweep.yml.
 	@$(PY) scripts/aml/sweep.py --sdk v2 $(if $(DRY_RUN),--dry-run) $(AML_ARGS)

@@ -169,3 +169,21 @@ def test_a_real_submit_without_a_workspace_config_says_how_to_get_one(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error: no workspace config") and "make workspace" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_register_model_dry_run_writes_the_jobs_model_pt_as_a_model_that_load_model_reads(tmp_path):
+    from azure.ai.ml import load_model
+
+    cmd = ["make", "--no-print-directory", "-C", str(ROOT), "-o", ".venv/.installed", "register-model", "DRY_RUN=1",
+           f"PY={PY}", "AML_ARGS=--job calm_box_123 --name cifar10-net"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "" and "nothing sent" in out.stdout
+    model = load_model(ROOT / "build" / "aml" / "model.yml")
+    assert (model.name, model.type) == ("cifar10-net", "custom_model")
+    assert model.path == "azureml://jobs/calm_box_123/outputs/artifacts/paths/outputs/model.pt"
+    assert model.tags["trainjob.job"] == "calm_box_123"
+    bad = subprocess.run(cmd[:-1] + ["AML_ARGS=--job 'not a name'"], capture_output=True, text=True, timeout=180)
+    assert bad.returncode == 2
+    [line] = [ln for ln in bad.stderr.splitlines() if ln.startswith("error")]
+    assert "is not an Azure ML name" in line and "Traceback" not in bad.stderr

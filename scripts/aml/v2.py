@@ -22,11 +22,16 @@ TRAIN = ("train --data_path ${{inputs.data}} --learning_rate ${{inputs.learning_
 
 
 def import_sdk():
+    import logging
+
     try:
         import azure.ai.ml
     except ImportError as e:
         raise common.AmlError(f"the Azure ML SDK v2 (azure-ai-ml) is not installed for {sys.executable} "
                               f"({e.name} missing): run `make venv` (or pip install 'trainjob[control]')") from None
+    # azure-ai-ml logs a warning each time one of its experimental classes is built (a model's schema is one):
+    # noise beside the scripts' one-line messages.
+    logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
     return azure.ai.ml
 
 
