@@ -85,8 +85,8 @@ AML_SDK ?= v1
 workspace: venv ## Create or get the Azure ML workspace and write .azureml/config.json (tutorial part 1).
 	$(PY) scripts/aml/workspace.py $(AML_ARGS)
 
-compute: venv ## Get or create cpu-cluster (STANDARD_D2_V2, 0-4 nodes).
-	$(PY) scripts/aml/compute.py $(AML_ARGS)
+compute: venv ## Get or create cpu-cluster (STANDARD_D2_V2, 0-4 nodes); AML_SDK=v2 DRY_RUN=1 writes build/aml/compute.yml.
+	$(PY) scripts/aml/compute.py --sdk $(AML_SDK) $(if $(DRY_RUN),--dry-run) $(AML_ARGS)
 
 upload-data: venv ## Check $(DATA) holds a usable dataset, then upload it to the datastore at datasets/cifar10.
 	$(PY) scripts/aml/upload_data.py --src "$(DATA)" $(AML_ARGS)

@@ -187,3 +187,17 @@ def test_register_model_dry_run_writes_the_jobs_model_pt_as_a_model_that_load_mo
     assert bad.returncode == 2
     [line] = [ln for ln in bad.stderr.splitlines() if ln.startswith("error")]
     assert "is not an Azure ML name" in line and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("extra, tier", [((), "dedicated"), (("--low-priority",), "low_priority")])
+def test_compute_dry_run_writes_the_tutorials_cluster_that_load_compute_reads(tmp_path, extra, tier):
+    from azure.ai.ml import load_compute
+
+    cmd = ["make", "--no-print-directory", "-C", str(ROOT), "-o", ".venv/.installed", "compute", "AML_SDK=v2",
+           "DRY_RUN=1", f"PY={PY}", f"AML_ARGS={' '.join(extra)}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    cluster = load_compute(ROOT / "build" / "aml" / "compute.yml")
+    assert (cluster.type, cluster.name, cluster.size) == ("amlcompute", "cpu-cluster", "STANDARD_D2_V2")
+    assert (cluster.min_instances, cluster.max_instances, cluster.idle_time_before_scale_down) == (0, 4, 2400)
+    assert cluster.tier == tier

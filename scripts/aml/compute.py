@@ -3,6 +3,7 @@
 
     make compute                      # the tutorial's values
     make compute AML_ARGS="--max-nodes 2 --vm-size STANDARD_D4_V2"
+    make compute AML_SDK=v2 [DRY_RUN=1]  # the same cluster through azure-ai-ml; DRY_RUN=1 writes build/aml/compute.yml
 
 Idempotent: an existing cluster is reused as it is; where its settings differ from the flags, they are listed (change
 them in Studio or delete the cluster). Exit codes: see common.py.
@@ -25,14 +26,57 @@ def build_parser():
     p.add_argument("--idle-seconds", type=int, default=common.IDLE_SECONDS,
                    help="seconds a node stays idle before the cluster scales down")
     p.add_argument("--low-priority", action="store_true", help="low-priority (preemptible) VMs: cheaper, can stop")
+    p.add_argument("--sdk", default="v1", choices=["v1", "v2"], help="v1: azureml-core; v2: azure-ai-ml")
+    p.add_argument("--dry-run", action="store_true", help="v2: write build/aml/compute.yml; contact nothing")
     return p
+
+
+def check_sizes(args) -> None:
+    if not 0 <= args.min_nodes <= args.max_nodes or args.max_nodes < 1:
+        raise common.AmlError(f"need 0 <= --min-nodes <= --max-nodes and --max-nodes >= 1, "
+                              f"got {args.min_nodes} and {args.max_nodes}")
+
+
+def amlcompute_v2(args):
+    """The cluster as an azure.ai.ml AmlCompute entity."""
+    check_sizes(args)
+    import v2
+
+    v2.import_sdk()
+    from azure.ai.ml.entities import AmlCompute
+
+    return AmlCompute(name=args.name, size=args.vm_size, min_instances=args.min_nodes, max_instances=args.max_nodes,
+                      idle_time_before_scale_down=args.idle_seconds,
+                      tier="low_priority" if args.low_priority else "dedicated")
+
+
+def main_v2(args) -> None:
+    import v2
+
+    cluster = amlcompute_v2(args)
+    if args.dry_run:
+        path = v2.write_yaml(cluster, "compute.yml")
+        print(f"wrote {path} (offline, nothing sent): {cluster.name}, {cluster.size}, {cluster.min_instances}-"
+              f"{cluster.max_instances} nodes, {cluster.tier}; create it with `az ml compute create --file {path}`")
+        return
+    client = v2.ml_client(args)
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        have = client.compute.get(args.name)
+    except ResourceNotFoundError:
+        have = None
+    if have is not None:
+        print(f"{args.name} exists ({have.type}, {getattr(have, 'size', '?')}); reusing it")
+        return
+    print(f"creating {args.name}: {args.vm_size}, {args.min_nodes}-{args.max_nodes} nodes, {cluster.tier}")
+    client.compute.begin_create_or_update(cluster).result()
+    print(f"{args.name} created")
 
 
 def provisioning_config(args):
     """The SDK's AmlCompute provisioning configuration for the flags (built offline)."""
-    if not 0 <= args.min_nodes <= args.max_nodes or args.max_nodes < 1:
-        raise common.AmlError(f"need 0 <= --min-nodes <= --max-nodes and --max-nodes >= 1, "
-                              f"got {args.min_nodes} and {args.max_nodes}")
+    check_sizes(args)
     common.import_sdk()
     from azureml.core.compute import AmlCompute
 
@@ -44,6 +88,11 @@ def provisioning_config(args):
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    if args.sdk == "v2":
+        main_v2(args)
+        return
+    if args.dry_run:
+        raise common.AmlError("--dry-run is for --sdk v2 (make compute AML_SDK=v2 DRY_RUN=1)")
     config = provisioning_config(args)
     ws = common.load_workspace(args)
     from azureml.core.compute import ComputeTarget
