@@ -51,7 +51,10 @@ def test_frozen_backbone_learns_a_small_task(frozen):
 
 def test_finetune_trains_the_last_stage_too(folders, frozen, tmp_path):
     out = tmp_path / "o"
-    result = train_transfer(folders, out, "--finetune", "--epochs", "6", "--batch_size", "16")
+    # lr 0.01: the default 0.05 (tuned at batch 64 on real photos) overshoots on 40 generated images at batch 16 on
+    # some hosts (an Intel Xeon with AMX: loss 16 in epoch 1, stuck at chance; a Zen 4 recovered).
+    result = train_transfer(folders, out, "--finetune", "--epochs", "6", "--batch_size", "16", "--learning_rate",
+                            "0.01")
     assert result.returncode == 0, result.stderr[-3000:]
     s = summary(out)
     assert s["finetune"] and s["test_accuracy"] >= 0.75, s["history"]
