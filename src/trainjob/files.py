@@ -22,9 +22,7 @@ def prepare_output_dir(path: str) -> Path:
     """Create the output folder and prove it is writable before any work is done."""
     out = Path(path)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
+        _prove_writable(out)
     except OSError as e:
         raise UserError(f"cannot write to the output folder {out}: {e.strerror or e}; pass --output_dir a writable "
                         "folder (with docker: -v \"$PWD/outputs:/outputs\" and --user \"$(id -u):$(id -g)\")") from None
@@ -33,6 +31,13 @@ def prepare_output_dir(path: str) -> Path:
         raise UserError(f"{checkpoints} is a symlink (to {os.readlink(checkpoints)}): trainjob writes only inside "
                         "its output folder; remove the link or pass another --output_dir")
     return out
+
+
+def _prove_writable(folder: Path) -> None:
+    """Create folder and a file in it, or raise the OSError that says why not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        pass
 
 
 def checkpoint_dir(cfg, output_dir: Path) -> Path:
@@ -46,9 +51,7 @@ def prepare_checkpoint_dir(cfg, output_dir: Path) -> Path:
     folder = checkpoint_dir(cfg, output_dir)
     if cfg.checkpoint_dir:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-                pass
+            _prove_writable(folder)
         except OSError as e:
             raise UserError(f"cannot write to --checkpoint_dir {folder}: {e.strerror or e}; pass a writable folder "
                             "(or leave the flag out: checkpoints then go to <output_dir>/checkpoints)") from None
