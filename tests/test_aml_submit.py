@@ -19,7 +19,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # 
 ROOT = Path(__file__).resolve().parents[1]
 AML = ROOT / "scripts" / "aml"
 PY = sys.executable
-TUTORIAL_ARGS = ["--data_path", "DatasetConsumptionConfig:input", "--learning_rate", "0.003", "--momentum", "0.92"]
+TUTORIAL_ARGS = ["--data_path", "DatasetConsumptionConfig:input", "--learning_rate", "0.003", "--momentum", "0.92",
+                 "--checkpoint_dir", "DatasetOutputConfig:checkpoints"]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,26 @@ def test_make_submit_aml_dry_run_prints_the_sdk_run_configuration(tmp_path):
     assert rc["framework"] == "Python" and rc["nodeCount"] == 1  # no distribution without --node-count
 
 
+def test_checkpoints_go_to_a_fixed_datastore_folder_mounted_read_write(scripts, tmp_path, capsys):
+    """--checkpoint_dir is bound to an OutputFileDatasetConfig mounted at trainjob-checkpoints/<experiment>/<run key>
+    on the datastore: the same command submitted again gets the same folder and resumes from it, another setting gets
+    another. Stand-in: the offline Workspace."""
+    common = scripts[0]
+
+    def checkpoints(*more):
+        output = dry_run(scripts, tmp_path, capsys, *more)["run_configuration"]["outputData"]["checkpoints"]
+        assert output["mechanism"] == "mount"  # written through as each checkpoint lands, not uploaded at the end
+        return output["outputLocation"]["dataPath"]
+
+    first = checkpoints()
+    assert first["datastoreName"] == "workspaceblobstore"
+    assert first == checkpoints("--wait") and first != checkpoints("--", "--epochs", "3")
+    args = scripts[2].build_parser().parse_args(offline_argv(tmp_path))
+    assert first["relativePath"] == f"trainjob-checkpoints/day1-experiment-data/{common.run_key(args)}"
+    named = checkpoints("--run-key", "my-run", "--experiment", "exp1", "--datastore", "store2")
+    assert named == {"datastoreName": "store2", "relativePath": "trainjob-checkpoints/exp1/my-run"}
+
+
 def test_node_count_2_runs_pytorch_distributed_with_gloo(scripts, tmp_path, capsys):
     """--node-count 2 adds PyTorchConfiguration(Gloo, 2 nodes). Stand-in: the offline Workspace, as above."""
     rc = dry_run(scripts, tmp_path, capsys, "--node-count", "2")["run_configuration"]
@@ -141,7 +162,7 @@ def test_dry_run_output_is_what_the_sdk_submit_sends(scripts, tmp_path, monkeypa
     shutil.copytree(submit.LAUNCHER_DIR, launcher)  # submit() may write project files next to the script
     monkeypatch.setattr(submit, "LAUNCHER_DIR", launcher)
     args = submit.build_parser().parse_args(offline_argv(tmp_path, "--node-count", "2"))
-    ws, _, dataset, environment = submit.offline_objects(args)
+    ws, _, dataset, environment, checkpoints = submit.offline_objects(args)
 
     def saved(self, workspace):
         self._registration = _DatasetRegistration(workspace=workspace, saved_id="id-from-stand-in")
@@ -157,9 +178,9 @@ def test_dry_run_output_is_what_the_sdk_submit_sends(scripts, tmp_path, monkeypa
                         lambda self: dict.fromkeys(_ServiceKeys.get_discovery_keys(), "https://offline.invalid"))
     monkeypatch.setattr(FileDataset, "_ensure_saved_internal", saved)
     monkeypatch.setattr(_commands, "start_run", start_run)
-    sdk_submit(submit.script_run_config(args, dataset, environment), ws, "day1-experiment-data")
+    sdk_submit(submit.script_run_config(args, dataset, environment, checkpoints), ws, "day1-experiment-data")
 
-    offline, _ = submit.offline_run_configuration(submit.script_run_config(args, dataset, environment))
+    offline, _ = submit.offline_run_configuration(submit.script_run_config(args, dataset, environment, checkpoints))
     expected = _serialize_to_dict(offline)
     expected["data"]["input"]["dataLocation"]["dataset"]["id"] = "id-from-stand-in"
     assert sent["config"] == expected

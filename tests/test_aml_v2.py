@@ -72,10 +72,11 @@ def test_submit_dry_run_writes_the_tutorials_command_job_that_load_job_reads(tmp
 
 
 def test_the_same_command_gets_the_same_checkpoint_folder_and_other_settings_another(v2, tmp_path):
+    import common
     import submit
 
     def key(*argv):
-        return v2.run_key(submit.build_parser().parse_args(["--sdk", "v2", *argv]))
+        return common.run_key(submit.build_parser().parse_args(["--sdk", "v2", *argv]))
 
     assert key() == key() == key("--wait")  # watching or not is the same training
     assert key() != key("--learning-rate", "0.01")
@@ -83,7 +84,7 @@ def test_the_same_command_gets_the_same_checkpoint_folder_and_other_settings_ano
     assert key() != key("--data-path", "datasets/other")
     assert key("--run-key", "my-run") == "my-run"
     args = submit.build_parser().parse_args(["--sdk", "v2", "--experiment", "exp1", "--run-key", "k1"])
-    assert v2.checkpoint_path(args) == "trainjob-checkpoints/exp1/k1"
+    assert common.checkpoint_path(args) == "trainjob-checkpoints/exp1/k1"
 
 
 def test_download_mode_and_one_node_have_no_distribution(v2, tmp_path):

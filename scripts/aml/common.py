@@ -14,6 +14,7 @@ Exit codes (the same for every script in scripts/aml/):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -33,6 +34,8 @@ DATASTORE_PATH = "datasets/cifar10"  # folder on the default datastore the data 
 EXPERIMENT = "day1-experiment-data"
 INPUT_NAME = "input"  # the dataset's name inside the run: as_named_input('input')
 TUTORIAL_ARGS = ("--learning_rate", "0.003", "--momentum", "0.92")  # after --data_path <dataset>
+CHECKPOINT_ROOT = "trainjob-checkpoints"  # <datastore>/trainjob-checkpoints/<experiment>/<run key>/
+CHECKPOINT_OUTPUT = "checkpoints"  # the named output bound to the trainer's --checkpoint_dir (v1 and v2)
 
 # --- This project's image ---------------------------------------------------------------------------------------
 ENVIRONMENT = "trainjob"  # Azure ML environment name; names starting with AzureML or Microsoft are reserved
@@ -234,6 +237,24 @@ def masked(value, secrets: list[str]):
             if secret:
                 value = value.replace(secret, "***")
     return value
+
+
+# --- Checkpoints that outlive the node (v1 and v2) ------------------------------------------------------------------
+def run_key(args) -> str:
+    """What makes two submissions the same training: the data and every trainer setting. The same command submitted
+    again gets the same key, so it resumes from the same checkpoint folder; --run-key names one explicitly."""
+    if args.run_key:
+        return args.run_key
+    what = {"data": [args.datastore or DEFAULT_DATASTORE, args.data_path], "lr": args.learning_rate,
+            "momentum": args.momentum, "nodes": args.node_count, "train_args": list(args.train_args)}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def checkpoint_path(args, key: str | None = None) -> str:
+    """Fixed datastore path of the run's checkpoints: <root>/<experiment>/<run key>. Azure ML restarts a preempted
+    job with the same outputs, and a resubmitted command has the same key, so either finds its checkpoint there (a
+    sweep adds each trial's name)."""
+    return "/".join([CHECKPOINT_ROOT, args.experiment, key or run_key(args)])
 
 
 def git_sha(short: bool = True) -> str | None:

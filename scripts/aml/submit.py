@@ -44,7 +44,7 @@ def build_parser():
     p.add_argument("--momentum", default="0.92", help="the trainer's --momentum (the tutorial's value)")
     p.add_argument("--node-count", type=int, default=1, help="nodes; above 1, one process per node with DDP (Gloo)")
     p.add_argument("--wait", action="store_true", help="stream the run's log until it ends; exit 3 if it fails")
-    p.add_argument("--run-key", help="v2: names the checkpoint folder <datastore>/trainjob-checkpoints/<experiment>/"
+    p.add_argument("--run-key", help="names the checkpoint folder <datastore>/trainjob-checkpoints/<experiment>/"
                    "<run key>/ (default: a hash of the data path and trainer settings, so the same command "
                    "resumes)")
     p.add_argument("--image-uri", help="v2: the image the job runs (default: <workspace registry>/--image:--tag)")
@@ -62,10 +62,22 @@ def build_parser():
     return p
 
 
-def trainer_arguments(args, data):
-    """The tutorial's arguments: --data_path <dataset> --learning_rate 0.003 --momentum 0.92, then any extras."""
+def trainer_arguments(args, data, checkpoints):
+    """The tutorial's arguments: --data_path <dataset> --learning_rate 0.003 --momentum 0.92, then --checkpoint_dir
+    on the datastore and any extras."""
     return ["--data_path", data, "--learning_rate", args.learning_rate, "--momentum", args.momentum,
-            *args.train_args]
+            "--checkpoint_dir", checkpoints, *args.train_args]
+
+
+def checkpoint_output(args, datastore):
+    """The run's checkpoint folder as a v1 output, mounted read-write at a fixed datastore path (common.py).
+
+    A mount, not an upload at the end: each checkpoint reaches the datastore as it is written, so a preempted run
+    restarted on a new node, or the same command submitted again, resumes from it."""
+    from azureml.data import OutputFileDatasetConfig
+
+    return OutputFileDatasetConfig(name=common.CHECKPOINT_OUTPUT,
+                                   destination=(datastore, common.checkpoint_path(args))).as_mount()
 
 
 def consumption(args, dataset):
@@ -73,7 +85,7 @@ def consumption(args, dataset):
     return named.as_mount() if args.mode == "mount" else named.as_download()
 
 
-def script_run_config(args, dataset, environment):
+def script_run_config(args, dataset, environment, checkpoints):
     """The ScriptRunConfig of the run: same object for a real submit and for --dry-run."""
     if args.node_count < 1:
         raise common.AmlError(f"--node-count must be at least 1, got {args.node_count}")
@@ -84,19 +96,23 @@ def script_run_config(args, dataset, environment):
     if args.node_count > 1:
         distributed = PyTorchConfiguration(communication_backend="Gloo", node_count=args.node_count)
     src = ScriptRunConfig(source_directory=str(LAUNCHER_DIR), script=LAUNCHER,
-                          arguments=trainer_arguments(args, consumption(args, dataset)),
+                          arguments=trainer_arguments(args, consumption(args, dataset), checkpoints),
                           compute_target=args.compute, environment=environment,
                           docker_runtime_config=DockerConfiguration(use_docker=True),
                           distributed_job_config=distributed)
     return src
 
 
-def dataset_for(ws, args, *, datastore=None, validate=True):
-    from azureml.core import Dataset, Datastore
+def datastore_for(ws, args):
+    from azureml.core import Datastore
+
+    return Datastore.get(ws, args.datastore) if args.datastore else ws.get_default_datastore()
+
+
+def dataset_for(args, datastore, *, validate=True):
+    from azureml.core import Dataset
     from azureml.data.dataset_error_handling import DatasetValidationError
 
-    if datastore is None:
-        datastore = Datastore.get(ws, args.datastore) if args.datastore else ws.get_default_datastore()
     try:
         return Dataset.File.from_files(path=(datastore, args.data_path), validate=validate)
     except DatasetValidationError:
@@ -106,7 +122,7 @@ def dataset_for(ws, args, *, datastore=None, validate=True):
 
 # --- dry run --------------------------------------------------------------------------------------------------------
 def offline_objects(args):
-    """Workspace, datastore, dataset and environment objects made without contacting Azure."""
+    """Workspace, dataset, environment and checkpoint output objects made without contacting Azure."""
     common.import_sdk()
     import push_image
     from azureml.data.azure_storage_datastore import AzureBlobDatastore
@@ -115,22 +131,24 @@ def offline_objects(args):
     name = args.datastore or common.DEFAULT_DATASTORE
     # Container and account are labels: the run configuration and the dataset refer to the datastore by name only.
     datastore = AzureBlobDatastore(ws, name, container_name="offline-dry-run", account_name="offline-dry-run")
-    dataset = dataset_for(ws, args, datastore=datastore, validate=False)  # validate=True would read the files
+    dataset = dataset_for(args, datastore, validate=False)  # validate=True would read the files
     image = f"{args.registry}/{args.image}:{args.tag or common.git_sha() or 'dev'}"
     environment = push_image.make_environment(args.environment, image)
-    return ws, where, dataset, environment
+    return ws, where, dataset, environment, checkpoint_output(args, datastore)
 
 
 def offline_run_configuration(src):
     """The RunConfiguration submit() would send, converted as the SDK's _update_args_and_io does, minus the service.
 
     The SDK first saves the dataset (a service call) and puts its saved id in data.input; offline that id is None.
+    Outputs need no service call: their OutputData is the SDK's own _to_output_data().
     """
     from azureml.core.runconfig import Data, DataLocation
     from azureml.core.runconfig import Dataset as DatasetReference
     from azureml.core.script_run_config import get_run_config_from_script_run
-    from azureml.data.constants import _DATASET_ARGUMENT_TEMPLATE
+    from azureml.data.constants import _DATASET_ARGUMENT_TEMPLATE, _DATASET_OUTPUT_ARGUMENT_TEMPLATE
     from azureml.data.dataset_consumption_config import DatasetConsumptionConfig
+    from azureml.data.output_dataset_config import OutputDatasetConfig
 
     rc = get_run_config_from_script_run(src)
     consumed = {}
@@ -142,6 +160,9 @@ def offline_run_configuration(src):
                                      environment_variable_name=arg.name, path_on_compute=arg.path_on_compute,
                                      overwrite=False)
             consumed[arg.name] = arg
+        elif isinstance(arg, OutputDatasetConfig):
+            rc.arguments[i] = _DATASET_OUTPUT_ARGUMENT_TEMPLATE.format(arg.name)
+            rc.output_data[arg.name] = arg._to_output_data()
     return rc, consumed
 
 
@@ -149,8 +170,8 @@ def dry_run(args) -> dict:
     from azureml.core._serialization_utils import _serialize_to_dict
     from azureml.data._dataset_rest_helper import _dataset_to_saved_dataset_dto
 
-    ws, where, dataset, environment = offline_objects(args)
-    src = script_run_config(args, dataset, environment)
+    ws, where, dataset, environment, checkpoints = offline_objects(args)
+    src = script_run_config(args, dataset, environment, checkpoints)
     rc, consumed = offline_run_configuration(src)
     datasets = {}
     for name, c in consumed.items():
@@ -195,10 +216,12 @@ def main(argv=None) -> None:
     from azureml.core import Experiment
 
     environment = registered_environment(ws, args)
-    src = script_run_config(args, dataset_for(ws, args), environment)
+    datastore = datastore_for(ws, args)
+    src = script_run_config(args, dataset_for(args, datastore), environment, checkpoint_output(args, datastore))
     run = Experiment(ws, args.experiment).submit(src)
     print(f"submitted run {run.id} (experiment {args.experiment}, environment {environment.name} "
-          f"version {environment.version}, {environment.docker.base_image})")
+          f"version {environment.version}, {environment.docker.base_image}); checkpoints: "
+          f"{datastore.name}/{common.checkpoint_path(args)}")
     print(f"Studio: {run.get_portal_url()}", flush=True)
     if args.wait:
         wait(run)

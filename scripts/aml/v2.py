@@ -6,15 +6,12 @@ what `az ml job create --file` takes and what the SDK sends. Nothing here runs i
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 
 import common
 
 BUILD_DIR = Path("build/aml")
-CHECKPOINT_ROOT = "trainjob-checkpoints"  # <datastore>/trainjob-checkpoints/<experiment>/<run key>/
 # The job's command: the trainer installed in the image; --tracking mlflow because v2 shows only MLflow metrics.
 TRAIN = ("train --data_path ${{inputs.data}} --learning_rate ${{inputs.learning_rate}} "
          "--momentum ${{inputs.momentum}} --checkpoint_dir ${{outputs.checkpoints}} --output_dir ./outputs "
@@ -39,23 +36,6 @@ def datastore_uri(datastore: str, path: str) -> str:
     return f"azureml://datastores/{datastore}/paths/{path.strip('/')}/"
 
 
-def run_key(args) -> str:
-    """What makes two submissions the same training: the data and every trainer setting. The same command submitted
-    again gets the same key, so it resumes from the same checkpoint folder; --run-key names one explicitly."""
-    if args.run_key:
-        return args.run_key
-    what = {"data": [args.datastore or common.DEFAULT_DATASTORE, args.data_path], "lr": args.learning_rate,
-            "momentum": args.momentum, "nodes": args.node_count, "train_args": list(args.train_args)}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def checkpoint_path(args, key: str | None = None) -> str:
-    """Fixed datastore path of the run's checkpoints: <root>/<experiment>/<run key>/ (a sweep adds each trial's
-    name, which Azure ML keeps when it restarts a preempted trial)."""
-    parts = [CHECKPOINT_ROOT, args.experiment, key or run_key(args)]
-    return "/".join(parts)
-
-
 def command_job(args, image: str, *, sweep_trial: bool = False):
     """The tutorial's run as an azure.ai.ml command job."""
     if args.node_count < 1:
@@ -65,7 +45,7 @@ def command_job(args, image: str, *, sweep_trial: bool = False):
     from azure.ai.ml.entities import Environment
 
     datastore = args.datastore or common.DEFAULT_DATASTORE
-    checkpoints = checkpoint_path(args)
+    checkpoints = common.checkpoint_path(args)
     if sweep_trial:
         checkpoints += "/${{name}}"
     extras = " ".join(_quote(a) for a in args.train_args)
@@ -81,11 +61,11 @@ def command_job(args, image: str, *, sweep_trial: bool = False):
             "learning_rate": float(args.learning_rate),
             "momentum": float(args.momentum),
         },
-        outputs={"checkpoints": Output(type="uri_folder", path=datastore_uri(datastore, checkpoints),
+        outputs={common.CHECKPOINT_OUTPUT: Output(type="uri_folder", path=datastore_uri(datastore, checkpoints),
                                        mode="rw_mount")},
         instance_count=args.node_count,
         distribution=PyTorchDistribution(process_count_per_instance=1) if args.node_count > 1 else None,
-        tags={"trainjob.run_key": run_key(args)},
+        tags={"trainjob.run_key": common.run_key(args)},
     )
     return node if sweep_trial else node._to_job()  # a job, not a pipeline step: what `az ml job create` takes
 
