@@ -11,8 +11,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help venv run run-local demo data test test-fast lint bench bench-fast bench-precision bench-transfer build base-image-offline smoke shell \
-	lint-docker chaos workspace compute upload-data push-image register-env submit-aml sweep-aml register-model
+.PHONY: help venv azurite run run-local demo data test test-fast lint bench bench-fast bench-precision bench-transfer build base-image-offline smoke shell \
+	lint-docker chaos workspace compute upload-data push-image submit-aml sweep-aml register-model
 
 help: ## Show this list.
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +42,16 @@ test: venv ## Run every test: unit, CLI, torchrun, and the real image in a Docke
 
 test-fast: venv ## Run the quick tests only (no image build, no slow end-to-end runs).
 	$(PY) -m pytest -q -m "not slow and not docker" $(PYTEST_ARGS)
+
+# Azurite, Microsoft's Azure Storage emulator, is the real blob service the v2 upload test writes to on loopback.
+AZURITE_VERSION := 3.37.0
+AZURITE := build/azurite/node_modules/.bin/azurite-blob
+
+azurite: $(AZURITE) ## Install Azurite (the Azure Storage emulator the upload test uses) into build/azurite; needs npm.
+
+$(AZURITE):
+	@command -v npm >/dev/null || { echo "make azurite: npm not found; install Node.js and npm (apt-get install npm)" >&2; exit 2; }
+	npm install --no-audit --no-fund --loglevel=error --prefix build/azurite azurite@$(AZURITE_VERSION)
 
 lint: venv ## Lint the Python code (ruff) and the Dockerfile (hadolint, warning level).
 	$(VENV)/bin/ruff check src scripts tests
@@ -82,23 +92,26 @@ chaos: venv ## Stop the image at random moments, resume each time, and compare w
 AML_ARGS ?=
 AML_SDK ?= v1
 
+# AML_SDK=v1 (azureml-core, the tutorial's) or v2 (azure-ai-ml); DRY_RUN=1 contacts nothing (v2 writes build/aml/*.yml).
+DRY := $(if $(DRY_RUN),--dry-run)
+
 workspace: venv ## Create or get the Azure ML workspace and write .azureml/config.json (tutorial part 1).
-	$(PY) scripts/aml/workspace.py $(AML_ARGS)
+	$(PY) scripts/aml/workspace.py --sdk $(AML_SDK) $(DRY) $(AML_ARGS)
 
 compute: venv ## Get or create cpu-cluster (STANDARD_D2_V2, 0-4 nodes); AML_SDK=v2 DRY_RUN=1 writes build/aml/compute.yml.
-	$(PY) scripts/aml/compute.py --sdk $(AML_SDK) $(if $(DRY_RUN),--dry-run) $(AML_ARGS)
+	$(PY) scripts/aml/compute.py --sdk $(AML_SDK) $(DRY) $(AML_ARGS)
 
 upload-data: venv ## Check $(DATA) holds a usable dataset, then upload it to the datastore at datasets/cifar10.
-	$(PY) scripts/aml/upload_data.py --src "$(DATA)" $(AML_ARGS)
+	$(PY) scripts/aml/upload_data.py --sdk $(AML_SDK) $(DRY) --src "$(DATA)" $(AML_ARGS)
 
 push-image: venv ## Push the image to the workspace registry and register it as an Azure ML environment.
-	$(PY) scripts/aml/push_image.py --image "$(IMAGE)" --tag "$(TAG)" $(AML_ARGS)
+	$(PY) scripts/aml/push_image.py --sdk $(AML_SDK) $(DRY) --image "$(IMAGE)" --tag "$(TAG)" $(AML_ARGS)
 
 submit-aml: venv ## Submit the tutorial's run on cpu-cluster with the image (AML_SDK=v2: a command job); DRY_RUN=1: offline.
-	@$(PY) scripts/aml/submit.py --sdk $(AML_SDK) $(if $(DRY_RUN),--dry-run) $(AML_ARGS)
+	@$(PY) scripts/aml/submit.py --sdk $(AML_SDK) $(DRY) $(AML_ARGS)
 
 register-model: venv ## Register a finished SDK v2 job's model.pt (AML_ARGS="--job NAME"); DRY_RUN=1 writes build/aml/model.yml.
-	@$(PY) scripts/aml/register_model.py $(if $(DRY_RUN),--dry-run) $(AML_ARGS)
+	@$(PY) scripts/aml/register_model.py $(DRY) $(AML_ARGS)
 
 sweep-aml: venv ## Sweep learning rate and momentum as an SDK v2 sweep job; DRY_RUN=1 writes build/aml/sweep.yml.
-	@$(PY) scripts/aml/sweep.py --sdk v2 $(if $(DRY_RUN),--dry-run) $(AML_ARGS)
+	@$(PY) scripts/aml/sweep.py --sdk v2 $(DRY) $(AML_ARGS)

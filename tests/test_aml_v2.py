@@ -202,3 +202,75 @@ def test_compute_dry_run_writes_the_tutorials_cluster_that_load_compute_reads(tm
     assert (cluster.type, cluster.name, cluster.size) == ("amlcompute", "cpu-cluster", "STANDARD_D2_V2")
     assert (cluster.min_instances, cluster.max_instances, cluster.idle_time_before_scale_down) == (0, 4, 2400)
     assert cluster.tier == tier
+
+
+def make_dry(target: str, aml_args: str, *variables: str) -> subprocess.CompletedProcess:
+    """`make TARGET AML_SDK=v2 DRY_RUN=1 AML_ARGS=...` with no config file, as a user runs it."""
+    cmd = ["make", "--no-print-directory", "-C", str(ROOT), "-o", ".venv/.installed", target, "AML_SDK=v2",
+           "DRY_RUN=1", f"PY={PY}", f"AML_ARGS={aml_args}", *variables]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def test_workspace_dry_run_writes_a_workspace_that_load_workspace_reads(tmp_path):
+    from azure.ai.ml import load_workspace
+
+    coords = "--subscription-id sub-1 --resource-group rg-1 --workspace-name ws-1"
+    out = make_dry("workspace", f"--config {tmp_path / 'config.json'} {coords} --location westeurope")
+    assert out.returncode == 0, out.stderr
+    assert "nothing sent" in out.stdout and not (tmp_path / "config.json").exists()  # a dry run writes no config
+    ws = load_workspace(ROOT / "build" / "aml" / "workspace.yml")
+    assert (ws.name, ws.resource_group, ws.location) == ("ws-1", "rg-1", "westeurope")
+    nameless = make_dry("workspace", f"--config {tmp_path / 'config.json'}")
+    assert nameless.returncode == 2 and nameless.stderr.startswith("error: name the workspace")
+
+
+def test_push_image_dry_run_registers_the_image_as_an_environment_that_load_environment_reads(tmp_path):
+    from azure.ai.ml import load_environment
+
+    out = make_dry("push-image", f"--config {tmp_path / 'none.json'}", "TAG=abc1234")
+    assert out.returncode == 0, out.stderr
+    env = load_environment(ROOT / "build" / "aml" / "environment.yml")
+    assert (env.name, env.image) == ("trainjob", "offline-dry-run.azurecr.io/trainjob:abc1234")
+    v1_only = make_dry("push-image", f"--config {tmp_path / 'none.json'} --workspace-build")
+    assert v1_only.returncode == 2 and "v1 flags" in v1_only.stderr and "Traceback" not in v1_only.stderr
+
+
+def test_upload_data_dry_run_checks_the_folder_and_writes_the_data_asset_load_data_reads(tmp_path):
+    from azure.ai.ml import load_data
+    from datagen import write_cifar_batches
+
+    write_cifar_batches(tmp_path / "data")
+    out = make_dry("upload-data", f"--config {tmp_path / 'none.json'}", f"DATA={tmp_path / 'data'}")
+    assert out.returncode == 0, out.stderr
+    assert "cifar-batches, 10 classes, 60 train and 30 test images" in out.stdout  # the trainer's own verdict
+    assert "7 files" in out.stdout and "workspaceblobstore/datasets/cifar10/" in out.stdout
+    data = load_data(ROOT / "build" / "aml" / "data.yml")
+    assert (data.name, data.type) == ("cifar10", "uri_folder")
+    assert data.path == "azureml://datastores/workspaceblobstore/paths/datasets/cifar10/"
+    (tmp_path / "empty").mkdir()
+    (ROOT / "build" / "aml" / "data.yml").unlink()
+    refused = make_dry("upload-data", f"--config {tmp_path / 'none.json'}", f"DATA={tmp_path / 'empty'}")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: not uploading")
+    assert not (ROOT / "build" / "aml" / "data.yml").exists()  # refused before anything was written
+
+
+def test_v2_sign_in_and_service_refusals_are_one_line_with_exit_2(v2, capsys):
+    """azure-identity's and azure-core's own exceptions, raised as the SDK raises them, mapped by run_main."""
+    import common
+    from azure.core.exceptions import HttpResponseError
+    from azure.identity import CredentialUnavailableError
+
+    def not_signed_in(argv):
+        raise CredentialUnavailableError("AzureCliCredential: Please run 'az login' to set up an account")
+
+    assert common.run_main(not_signed_in, []) == 2
+    assert capsys.readouterr().err.startswith("error: Azure sign-in failed (AzureCliCredential: Please run")
+
+    def forbidden(argv):
+        error = HttpResponseError("(AuthorizationFailed) The client does not have authorization\nmore detail")
+        error.status_code = 403
+        raise error
+
+    assert common.run_main(forbidden, []) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Azure ML: (AuthorizationFailed)") and len(err.strip().splitlines()) == 1

@@ -1,7 +1,8 @@
 """What every Azure ML control script shares: the tutorial's names, the workspace flags, sign-in, and error mapping.
 
-These scripts run on your machine and drive Azure ML (SDK v1, azureml-core). They never run inside the image, and
-the training package never imports them. Every Azure call happens inside main(); importing a script does nothing.
+These scripts run on your machine and drive Azure ML: SDK v1 (azureml-core) by default, SDK v2 (azure-ai-ml, v2.py)
+with --sdk v2. They never run inside the image, and the training package never imports them. Every Azure call
+happens inside main(); importing a script does nothing.
 
 Exit codes (the same for every script in scripts/aml/):
     0    done
@@ -302,7 +303,28 @@ def run_main(main, argv=None) -> int:
 
 
 def _sdk_user_error(e: Exception) -> AmlError | None:
-    """The SDK's own user-facing exceptions as one line. Anything else is ours to fix and keeps its traceback."""
+    """The SDKs' own user-facing exceptions as one line. Anything else is ours to fix and keeps its traceback."""
+    if os.environ.get("AML_DEBUG"):
+        return None
+    return _v2_user_error(e) or _v1_user_error(e)
+
+
+def _v2_user_error(e: Exception) -> AmlError | None:
+    """azure-ai-ml and azure-identity: sign-in failures, the service's refusals (HTTP 4xx) and the SDK's own checks."""
+    try:
+        from azure.ai.ml.exceptions import MlException
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+    except ImportError:
+        return None
+    message = _one_line(getattr(e, "message", None) or e)
+    if isinstance(e, ClientAuthenticationError):
+        return NotSignedIn(f"Azure sign-in failed ({message}): run `az login` (or pass --auth interactive)")
+    if isinstance(e, MlException) or (isinstance(e, HttpResponseError) and 400 <= (e.status_code or 0) < 500):
+        return AmlError(f"Azure ML: {message} (AML_DEBUG=1 shows the traceback)")
+    return None
+
+
+def _v1_user_error(e: Exception) -> AmlError | None:
     try:
         from azureml.exceptions import (
             AuthenticationException,
@@ -313,8 +335,6 @@ def _sdk_user_error(e: Exception) -> AmlError | None:
     except ImportError:
         return None
     message = _one_line(getattr(e, "message", None) or e)
-    if os.environ.get("AML_DEBUG"):
-        return None
     if isinstance(e, AuthenticationException):
         return NotSignedIn(f"Azure sign-in failed ({message}): run `az login` (or pass --auth interactive)")
     if isinstance(e, (UserErrorException, WorkspaceException, ComputeTargetException)):

@@ -4,6 +4,7 @@
     make build && make push-image                      # docker tag + docker push IMAGE:TAG, then register
     make push-image AML_ARGS=--workspace-build          # let the workspace build docker/Dockerfile instead
     make push-image AML_ARGS=--dry-run                  # print the environment as the SDK serialises it, offline
+    make push-image AML_SDK=v2 [DRY_RUN=1]              # register it through azure-ai-ml (build/aml/environment.yml)
 
 The environment has user-managed dependencies (Azure ML adds no conda layer) and runs the image's own python,
 /opt/venv/bin/python. An image in the workspace's registry needs no credentials: the workspace pulls it with its
@@ -44,7 +45,9 @@ def build_parser():
     p.add_argument("--workspace-build", action="store_true",
                    help="let the workspace build --dockerfile (Environment.from_dockerfile) instead of pushing")
     p.add_argument("--dockerfile", default="docker/Dockerfile", help="Dockerfile for --workspace-build")
-    p.add_argument("--dry-run", action="store_true", help="print the environment definition; contact nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="v1: print the environment definition; v2: write build/aml/environment.yml; contact nothing")
+    p.add_argument("--sdk", default="v1", choices=["v1", "v2"], help="v1: azureml-core; v2: azure-ai-ml")
     common.add_workspace_args(p)
     return p
 
@@ -84,10 +87,14 @@ def container_registry(args):
 
 def workspace_registry(ws, cloud: str) -> tuple[str, str]:
     """(name, login server) of the registry Azure ML created for the workspace."""
-    acr_id = ws.get_details().get("containerRegistry")
+    return registry_of(ws.name, ws.get_details().get("containerRegistry"), cloud)
+
+
+def registry_of(workspace: str, acr_id: str | None, cloud: str) -> tuple[str, str]:
+    """(name, login server) from the registry's ARM id, .../providers/Microsoft.ContainerRegistry/registries/NAME."""
     if not acr_id:
-        raise common.AmlError(f"workspace {ws.name} has no container registry yet (Azure ML creates it on the first "
-                              "image build): run once with --workspace-build, or pass --registry")
+        raise common.AmlError(f"workspace {workspace} has no container registry yet (Azure ML creates it on the "
+                              "first image build): run once with --workspace-build, or pass --registry")
     name = acr_id.rstrip("/").rsplit("/", 1)[-1]
     return name, f"{name}.{ACR_SUFFIX[cloud]}"
 
@@ -141,10 +148,51 @@ def workspace_build_environment(args):
     return env
 
 
+def environment_v2(name: str, image: str):
+    """The image as an azure.ai.ml Environment, as it is: the job's command calls `train` on the image's PATH."""
+    import v2
+
+    v2.import_sdk()
+    from azure.ai.ml.entities import Environment
+
+    return Environment(name=name, image=image, description="trainjob: the image as built by make build")
+
+
+def main_v2(args, local: str) -> None:
+    """Push as v1 does, then register the image as a v2 environment. The workspace pulls it with its own identity;
+    a private registry elsewhere needs AcrPull for that identity (v2 environments carry no registry password)."""
+    import v2
+
+    if args.workspace_build or args.registry_username or args.registry_identity_client_id \
+            or args.registry_identity_resource_id:
+        raise common.AmlError("--workspace-build and registry credentials are v1 flags: with --sdk v2 push the "
+                              "image (make build push-image) and give the workspace's identity AcrPull on --registry")
+    if args.dry_run:
+        env = environment_v2(args.environment, f"{args.registry or 'offline-dry-run.azurecr.io'}/{local}")
+        path = v2.write_yaml(env, "environment.yml")
+        print(f"wrote {path} (offline, nothing sent): environment {env.name}, image {env.image}; register it with "
+              f"`az ml environment create --file {path}`")
+        return
+    client = v2.ml_client(args)
+    if args.registry:
+        acr_name, server = None, args.registry
+    else:
+        acr_id = client.workspaces.get(client.workspace_name).container_registry
+        acr_name, server = registry_of(client.workspace_name, acr_id, args.cloud)
+    remote = f"{server}/{local}"
+    if not args.skip_push:
+        push(args, local, remote, acr_name)
+    registered = client.environments.create_or_update(environment_v2(args.environment, remote))
+    print(f"registered environment {registered.name} version {registered.version}: {remote}")
+
+
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     tag = args.tag or common.git_sha() or "dev"
     local = f"{args.image}:{tag}"
+    if args.sdk == "v2":
+        main_v2(args, local)
+        return
     common.import_sdk()
     if args.dry_run:
         from azureml.core._serialization_utils import _serialize_to_dict
