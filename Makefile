@@ -12,7 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: help venv azurite run run-local demo data test test-fast lint bench bench-fast bench-precision bench-transfer build base-image-offline smoke shell \
-	lint-docker chaos workspace compute upload-data push-image submit-aml sweep-aml register-model
+	lint-docker chaos workspace compute upload-data push-image submit-aml sweep-aml register-model deploy-aml bench-serve
 
 help: ## Show this list.
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ bench-fast: venv ## Train the fast recipe on the real CIFAR-10 and report time, 
 bench-transfer: venv ## Pretrained transfer (frozen, warm cache, fine-tuned) against the fast recipe on real photos.
 	$(PY) scripts/bench/bench_transfer.py $(ARGS)
 
+bench-serve: venv ## Requests/s and p50/p99 latency of `train serve` (concurrency 1 and 4) against `train predict`, tutorial and transfer models.
+	$(PY) scripts/bench/bench_serve.py $(ARGS)
+
 bench-precision: venv ## Time a fast-recipe training step in fp32 and in bf16 on this CPU (ARGS=--profile: where its time goes).
 	$(PY) scripts/bench/bench_precision.py $(ARGS)
 
@@ -112,6 +115,9 @@ submit-aml: venv ## Submit the tutorial's run on cpu-cluster with the image (AML
 
 register-model: venv ## Register a finished SDK v2 job's model.pt (AML_ARGS="--job NAME"); DRY_RUN=1 writes build/aml/model.yml.
 	@$(PY) scripts/aml/register_model.py $(DRY) $(AML_ARGS)
+
+deploy-aml: venv ## Serve a registered model (AML_ARGS="--model NAME:VERSION") from a managed online endpoint; DRY_RUN=1 writes build/aml/{endpoint,deployment}.yml.
+	@$(PY) scripts/aml/deploy.py $(DRY) $(AML_ARGS)
 
 sweep-aml: venv ## Sweep learning rate and momentum as an SDK v2 sweep job; DRY_RUN=1 writes build/aml/sweep.yml.
 	@$(PY) scripts/aml/sweep.py --sdk v2 $(DRY) $(AML_ARGS)

@@ -65,3 +65,23 @@ def loopback_only(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory):
+    """One small model per recipe, trained by the real CLI on the same generated image folders (3 classes, mixed
+    sizes, PNG and JPEG): {recipe: model.pt}, and the folders under "data"."""
+    from cli_runner import run_train
+    from datagen import write_image_folders
+
+    data = write_image_folders(tmp_path_factory.mktemp("photos"), classes=("cat", "dog", "ship"), per_class_train=10,
+                               per_class_test=6, size=[(48, 40), (40, 56)], extensions=(".png", ".jpg"))
+    flags = {"tutorial": ["--epochs", "3"], "fast": ["--recipe", "fast", "--epochs", "2"],
+             "transfer": ["--recipe", "transfer", "--image_size", "64", "--epochs", "3"]}
+    models = {"data": data}
+    for recipe, extra in flags.items():
+        out = tmp_path_factory.mktemp(recipe) / "o"
+        result = run_train("--data_path", data, "--output_dir", out, *extra)
+        assert result.returncode == 0, result.stderr[-3000:]
+        models[recipe] = out / "model.pt"
+    return models

@@ -274,3 +274,31 @@ def test_v2_sign_in_and_service_refusals_are_one_line_with_exit_2(v2, capsys):
     assert common.run_main(forbidden, []) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: Azure ML: (AuthorizationFailed)") and len(err.strip().splitlines()) == 1
+
+
+def test_deploy_dry_run_writes_an_endpoint_and_deployment_that_the_sdk_loaders_read(tmp_path):
+    from azure.ai.ml import load_online_deployment, load_online_endpoint
+
+    out = make_dry("deploy-aml", f"--config {tmp_path / 'none.json'} --model trainjob:3 --tag abc1234")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "" and "nothing sent" in out.stdout
+    endpoint = load_online_endpoint(ROOT / "build" / "aml" / "endpoint.yml")
+    assert (endpoint.name, endpoint.auth_mode) == ("trainjob", "key")
+    deployment = load_online_deployment(ROOT / "build" / "aml" / "deployment.yml")
+    assert (deployment.name, deployment.endpoint_name) == ("blue", "trainjob")
+    assert deployment.model == "trainjob:3"  # the loader drops the azureml: prefix the YAML carries
+    assert "model: azureml:trainjob:3" in (ROOT / "build" / "aml" / "deployment.yml").read_text()
+    assert deployment.environment.image == "offline-dry-run.azurecr.io/trainjob:abc1234"
+    assert deployment.code_configuration.scoring_script == "score.py"
+    code = Path(deployment.code_configuration.code)
+    assert code.resolve() == AML / "serving" and (code / "score.py").read_text().count("from trainjob.score import")
+    assert (deployment.instance_type, deployment.instance_count) == ("Standard_DS3_v2", 1)
+    text = "".join((ROOT / "build" / "aml" / name).read_text() for name in ("endpoint.yml", "deployment.yml"))
+    assert "key" not in text.replace("auth_mode: key", "")  # no key or credential is written
+
+
+@pytest.mark.parametrize("flags, phrase", [("--model trainjob", "is not NAME:VERSION"),
+                                           ("--model trainjob:1 --endpoint 9x", "is not an endpoint name")])
+def test_deploy_refuses_bad_names_with_one_line(tmp_path, flags, phrase):
+    out = make_dry("deploy-aml", f"--config {tmp_path / 'none.json'} {flags}")
+    assert out.returncode == 2 and phrase in out.stderr and "Traceback" not in out.stderr

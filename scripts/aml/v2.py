@@ -6,6 +6,7 @@ what `az ml job create --file` takes and what the SDK sends. Nothing here runs i
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -112,7 +113,11 @@ def write_yaml(job, name: str) -> Path:
     path = BUILD_DIR / name
     if path.exists():
         path.unlink()  # dump() refuses to overwrite
-    job.dump(path)
+    spec = job.dump(path)
+    if not path.exists():  # ManagedOnlineEndpoint.dump returns its dict without writing it (azure-ai-ml 1.35.2)
+        import yaml
+
+        path.write_text(yaml.safe_dump(json.loads(json.dumps(spec)), sort_keys=False))  # OrderedDict -> dict
     return path
 
 

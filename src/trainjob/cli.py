@@ -3,6 +3,8 @@
     train [flags]            train (see train --help)
     train predict ...        classify images with a trained model.pt (see train predict --help)
     train weights ...        the pretrained backbones' weights: list them, fetch more (see train weights --help)
+    train export MODEL.pt    the model as one ONNX file that takes raw uint8 images (see train export --help)
+    train serve MODEL.pt     score images over HTTP with the Azure ML inference server (see train serve --help)
 """
 
 import argparse
@@ -26,6 +28,14 @@ def main(argv: list[str] | None = None) -> None:
         from trainjob.weights import main as weights_main
 
         sys.exit(weights_main(argv[1:]))
+    if argv and argv[0] == "export":
+        from trainjob.export import main as export_main
+
+        sys.exit(export_main(argv[1:]))
+    if argv and argv[0] == "serve":
+        from trainjob.serve import main as serve_main
+
+        sys.exit(serve_main(argv[1:]))
     code = run(argv)
     if os.environ.get(contract.ENV_AZUREML_RUN_ID):
         sys.exit(code)  # the Azure ML SDK sends its last metrics from exit handlers

@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train",
         description="Train an image classifier on CIFAR-10 batches or your own image folders "
-        "(Azure ML tutorial compatible). Run `train predict --help` to classify images with a trained model.",
+        "(Azure ML tutorial compatible). Then `train predict`, `train export` (ONNX) or `train serve` (HTTP) a "
+        "trained model.pt (each has --help).",
         formatter_class=_HelpFormatter,
     )
     d = Config()

@@ -56,9 +56,23 @@ def read_image(path: str, size: int) -> torch.Tensor:
         raise UserError(f"cannot read image {path}: {e}; expected an image file such as .jpg or .png") from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def classify(model, saved: dict, batch: torch.Tensor, top: int) -> list[list[tuple[str, float]]]:
+    """(B, 3, S, S) uint8 -> for each image its `top` (class, probability) pairs, best first. `train serve` and
+    `train predict` both call this, so a served image is prepared and scored exactly as predict does it."""
     from trainjob.recipes.base import normalize
 
+    norm = saved["normalization"]
+    with torch.inference_mode():
+        probs = model(normalize(batch, tuple(norm["mean"]), tuple(norm["std"]))).float().softmax(1)
+    classes = saved["classes"]
+    ranked = []
+    for p in probs:
+        values, indices = p.topk(min(top, len(classes)))
+        ranked.append([(classes[i], float(v)) for v, i in zip(values, indices, strict=True)])
+    return ranked
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         model, saved = load_model(args.model)
@@ -67,14 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return contract.EXIT_USER
-    norm = saved["normalization"]
-    with torch.inference_mode():
-        probs = model(normalize(batch, tuple(norm["mean"]), tuple(norm["std"]))).float().softmax(1)
-    classes = saved["classes"]
-    top = min(args.top, len(classes))
-    for path, p in zip(args.images, probs, strict=True):
-        values, indices = p.topk(top)
-        ranked = [(classes[i], float(v)) for v, i in zip(values, indices, strict=True)]
+    for path, ranked in zip(args.images, classify(model, saved, batch, args.top), strict=True):
         if args.json:
             print(json.dumps({"image": path, "top": [{"class": c, "probability": v} for c, v in ranked]}))
         else:

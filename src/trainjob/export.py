@@ -1,0 +1,118 @@
+"""`train export MODEL.pt [--output FILE.onnx]`: the model as one self-contained ONNX file that takes raw images.
+
+The file's input is what a decoder gives: uint8 images (N, 3, H, W) at the model's size, any N. The normalisation
+`train predict` applies is inside the graph, so a caller in onnxruntime (a phone, a browser, a server without
+PyTorch) only decodes and resizes. Its output is the class scores; the metadata says what they mean:
+`classes` (a JSON list), `image_size`, `normalization` (JSON), `recipe`.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainjob import contract
+from trainjob.errors import UserError
+
+INPUT, OUTPUT = "images", "scores"
+OPSET = 18  # the dynamo exporter's default in torch 2.14; onnxruntime 1.32 runs it
+
+
+class RawImageClassifier(nn.Module):
+    """uint8 (N, 3, H, W) -> class scores, normalising exactly as `predict` does (recipes.base.normalize)."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images.float() / 255 - self.mean) / self.std)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help=f"a {contract.MODEL_FILE} written by `train`")
+    p.add_argument("--output", help="the .onnx file to write (default: model.onnx beside MODEL)")
+    return p
+
+
+def metadata(saved: dict) -> dict[str, str]:
+    return {"classes": json.dumps(list(saved["classes"])), "image_size": str(int(saved["image_size"])),
+            "normalization": json.dumps(saved["normalization"]), "recipe": str(saved.get("recipe", "")),
+            "input": f"{INPUT}: uint8 (N, 3, H, W) RGB, H = W = image_size; output {OUTPUT}: (N, classes) logits"}
+
+
+def export(model_path: str, output: Path) -> dict:
+    """Write output from model_path; return what was checked. UserError for anything the user can fix."""
+    from trainjob.predict import load_model
+
+    model, saved = load_model(model_path)
+    try:
+        import onnxruntime  # noqa: F401 - checked up front: the export is verified with it
+        import onnxscript  # noqa: F401 - the dynamo exporter's backend
+    except ImportError as e:
+        raise UserError(f"export needs {e.name}, which is not installed: pip install 'trainjob[serve]' "
+                        "(the image has it)") from None
+    size = int(saved["image_size"])
+    norm = saved["normalization"]
+    wrapped = RawImageClassifier(model, norm["mean"], norm["std"]).eval()
+    example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    try:
+        program = torch.onnx.export(wrapped, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                                    dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
+                                    opset_version=OPSET, verbose=False)
+    except Exception as e:  # noqa: BLE001 - the exporter raises many types; the user needs the first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot export {model_path} to ONNX ({type(e).__name__}: {first[:300]})") from None
+    program.model.metadata_props.update(metadata(saved))
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        program.save(str(partial), external_data=False)  # weights inside: one file to copy around
+        os.replace(partial, output)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise UserError(f"cannot write {output} ({e.strerror or e}): pass --output in a writable folder") from None
+    return {"output": str(output), "bytes": output.stat().st_size,
+            "max_abs_difference": check(output, wrapped, size)}
+
+
+def check(path: Path, wrapped: nn.Module, size: int) -> float:
+    """Run the written file in onnxruntime on batches of 1 and 5; the largest difference from PyTorch's scores."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for n in (1, 5):
+        batch = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
+        with torch.inference_mode():
+            expected = wrapped(batch)
+        got = torch.from_numpy(session.run([OUTPUT], {INPUT: batch.numpy()})[0])
+        worst = max(worst, float((got - expected).abs().max()))
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    output = Path(args.output) if args.output else Path(args.model).with_name("model.onnx")
+    try:
+        done = export(args.model, output)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return contract.EXIT_USER
+    print(f"wrote {done['output']} ({done['bytes'] / 1e6:.1f} MB, weights inside); onnxruntime matches PyTorch to "
+          f"{done['max_abs_difference']:.1e} on random images")
+    return contract.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
