@@ -6,5 +6,5 @@ venv=${2:-.venv}
 "$python" -m venv "$venv"
 # azureml-dataprep needs pip >= 25.3 to resolve.
 "$venv/bin/pip" install --quiet --upgrade "pip>=25.3"
-"$venv/bin/pip" install --quiet -c constraints.txt -e ".[azure,control,dev]"
+"$venv/bin/pip" install --quiet -c constraints.txt -e ".[azure,control,serve,dev]"
 echo "ready: $venv ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

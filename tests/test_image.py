@@ -152,6 +152,55 @@ def test_predict_with_the_trained_model(docker_client, image, trained, tmp_path)
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_export_in_the_image_writes_an_onnx_file_onnxruntime_runs(docker_client, image, trained, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    out, code, _ = trained
+    assert code == 0
+    exported = writable_dir(tmp_path / "onnx")
+    code, logs = run(docker_client, image, ["export", "/model/model.pt", "--output", "/outputs/model.onnx"],
+                     out=exported, extra_volumes={str(out): {"bind": "/model", "mode": "ro"}}, **HARDENED)
+    assert code == 0 and "onnxruntime matches PyTorch" in logs, logs[-3000:]
+    session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    import numpy as np
+
+    [scores] = session.run(["scores"], {"images": np.zeros((3, 3, 32, 32), dtype=np.uint8)})
+    assert scores.shape == (3, 10)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_serve_in_the_image_read_only_as_a_non_root_user_scores_and_refuses_garbage(docker_client, image, trained):
+    from datagen import write_image_folders
+    from serving import free_port, request
+
+    out, code, _ = trained
+    assert code == 0
+    port = free_port()
+    # --read-only with no tmpfs at all, as the strictest cluster runs it. The host's network, not a published port:
+    # the tests' engine has no bridge (scripts/docker/start_engine.sh), and this keeps the server on loopback.
+    strict = {k: v for k, v in HARDENED.items() if k not in ("tmpfs", "network_mode")}
+    container = docker_client.containers.run(
+        image, ["serve", "/model/model.pt", "--host", "127.0.0.1", "--port", str(port)], detach=True,
+        volumes={str(out): {"bind": "/model", "mode": "ro"}}, network_mode="host", **strict)
+    try:
+        wait_for_log(container, "ready for serving traffic", timeout=120)
+        url = f"http://127.0.0.1:{port}"
+        assert request(url + "/")[0] == 200
+        image_file = next(write_image_folders(Path(out.parent / "img"), classes=("cat",), per_class_train=1,
+                                              split=None).rglob("*.png"))
+        status, body = request(url + "/score", image_file.read_bytes(), "image/png")
+        assert status == 200 and len(body["top"]) == 3, body
+        status, body = request(url + "/score", b"not an image")
+        assert status == 400 and "not an image" in body["error"]
+        assert request(url + "/score", image_file.read_bytes())[0] == 200  # still serving
+    finally:
+        logs = container.logs().decode(errors="replace")
+        container.remove(force=True)
+    assert "Traceback" not in logs, logs[-3000:]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_transfer_recipe_trains_with_no_network_from_the_weights_in_the_image(docker_client, image, tmp_path):
     from datagen import write_image_folders
 
@@ -320,6 +369,8 @@ def test_image_metadata(docker_client, image):
     (["--epochs", "1"], "train --epochs 1"),
     (["predict", "model.pt", "a.png"], "train predict model.pt a.png"),
     (["weights", "list"], "train weights list"),
+    (["export", "model.pt"], "train export model.pt"),
+    (["serve", "model.pt", "--host", "0.0.0.0"], "train serve model.pt --host 0.0.0.0"),
     (["train", "--demo"], "train --demo"),
     (["echo", "hello"], "hello"),
 ])
