@@ -11,7 +11,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help venv azurite run run-local demo data test test-fast lint bench bench-fast bench-precision bench-transfer build base-image-offline smoke shell \
+.PHONY: help venv azurite docs run run-local demo data test test-fast lint bench bench-fast bench-precision bench-transfer build base-image-offline smoke shell \
 	lint-docker chaos workspace compute upload-data push-image submit-aml sweep-aml register-model deploy-aml bench-serve
 
 help: ## Show this list.
@@ -52,6 +52,9 @@ azurite: $(AZURITE) ## Install Azurite (the Azure Storage emulator the upload te
 $(AZURITE):
 	@command -v npm >/dev/null || { echo "make azurite: npm not found; install Node.js and npm (apt-get install npm)" >&2; exit 2; }
 	npm install --no-audit --no-fund --loglevel=error --prefix build/azurite azurite@$(AZURITE_VERSION)
+
+docs: venv ## Regenerate docs/flags.md from train's argument parsers (tests/test_docs.py checks it is current).
+	$(PY) scripts/docs/flags.py
 
 lint: venv ## Lint the Python code (ruff) and the Dockerfile (hadolint, warning level).
 	$(VENV)/bin/ruff check src scripts tests

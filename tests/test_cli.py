@@ -130,6 +130,7 @@ def test_help_shows_every_default():
     (["--image_size", "64"], ["--model net takes 32x32 images"]),
     (["--width", "32"], ["--width sets the fast recipe's net", "--recipe tutorial", "add --recipe fast"]),
     (["--recipe", "fast", "--width", "2"], ["--width must be between 4 and 512", "2"]),
+    (["--precision", "bf16"], ["--precision bf16 applies to --recipe fast and transfer", "trains in fp32"]),
 ])
 def test_bad_flags_exit_2_with_one_line_and_failure_txt(cifar, tmp_path, args, phrases):
     out = tmp_path / "o"

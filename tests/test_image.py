@@ -400,6 +400,62 @@ def test_make_run_starts_the_container_with_the_tests_hardening_flags(tmp_path):
     assert started[-3:] == ["--demo", "--epochs", "1"] and ":/data:ro" in result.stdout
 
 
+STAND_IN_DOCKER = """#!/bin/sh
+# A stand-in engine: `image inspect` fails until `build` has run; `run` and `build` print what they were given.
+state=$(dirname "$0")/built
+case "$1" in
+    info) exit 0 ;;
+    image) [ -e "$state" ] ;;
+    build) echo "build $*"; [ -n "$FAIL_BUILD" ] && { printf '%s\\n' "$FAIL_BUILD"; exit 1; }; touch "$state" ;;
+    run) echo "$@" ;;
+esac
+"""
+
+
+def stand_in_docker(tmp_path, **env) -> dict:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "docker").write_text(STAND_IN_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DOCKER_CLI": str(bin_dir / "docker"), **env}
+
+
+def test_make_run_builds_the_image_first_when_there_is_none(tmp_path):
+    env = stand_in_docker(tmp_path)
+    result = subprocess.run(["bash", ROOT / "scripts/docker/run.sh", "trainjob:latest", tmp_path / "data",
+                             tmp_path / "out", "--epochs", "1"], capture_output=True, text=True, check=False, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "no image trainjob:latest yet: building it first" in result.stderr
+    assert "-t trainjob:latest" in result.stderr  # build.sh's docker build, whose output goes to stderr
+    [started] = [line for line in result.stdout.splitlines() if line.startswith("run ")]
+    assert started.endswith("trainjob:latest --demo --epochs 1")
+
+
+def test_make_run_without_an_engine_says_loudly_it_uses_the_venv(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\nexit 1\n")  # no engine answers
+    (bin_dir / "docker").chmod(0o755)
+    result = subprocess.run(["bash", ROOT / "scripts/docker/run.sh", "trainjob:latest", tmp_path / "data",
+                             tmp_path / "out", "--help"], capture_output=True, text=True, check=False,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert "NO DOCKER ENGINE ANSWERS: running the same job in" in result.stderr and "NOT in the image" in result.stderr
+    assert result.returncode == 0 and "usage: train" in result.stdout  # the venv's train ran
+
+
+def test_make_build_where_no_registry_answers_is_one_line_naming_the_fix(tmp_path):
+    error = ("ERROR: failed to do request: Head \"https://registry-1.docker.io/v2/library/python/manifests/"
+             "3.11-slim-bookworm\": dial tcp: lookup registry-1.docker.io on 10.0.0.1:53: no such host")
+    env = stand_in_docker(tmp_path, FAIL_BUILD=error)
+    env.pop("BASE_IMAGE", None)
+    result = subprocess.run(["bash", ROOT / "scripts/docker/build.sh", "trainjob", "t1"], capture_output=True,
+                            text=True, check=False, env=env)
+    assert result.returncode != 0
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("build: ")]
+    assert "no registry answers" in line and "make base-image-offline" in line
+    assert "BASE_IMAGE=localhost/python:3.11-slim-bookworm" in line
+
+
 def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if hadolint is None:

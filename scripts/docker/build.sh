@@ -47,6 +47,20 @@ torch_from="the PyTorch CPU index"
 [[ -n ${TORCH_INDEX_URL+set} ]] && torch_from=${TORCH_INDEX_URL:-PyPI (CUDA build)}
 echo "build: $image:$tag (base ${BASE_IMAGE:-python:3.11-slim-bookworm}; torch from $torch_from)"
 start=$SECONDS
-DOCKER_BUILDKIT=1 "$docker_cli" build "${args[@]}" "${extra[@]}" .
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+DOCKER_BUILDKIT=1 "$docker_cli" build "${args[@]}" "${extra[@]}" . 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
+if ((status != 0)); then
+    # BuildKit's own words for an unreachable registry end a long log; the fix is one line.
+    if grep -qE "no such host|failed to resolve source metadata|failed to do request: Head|dial tcp.*(registry|docker\.io)" "$log"; then
+        echo "build: cannot pull the base image ${BASE_IMAGE:-python:3.11-slim-bookworm}: no registry answers." \
+             "Make a local one with \`make base-image-offline\`, then build with" \
+             "BASE_IMAGE=localhost/python:3.11-slim-bookworm (or point BASE_IMAGE at a mirror)" >&2
+    else
+        echo "build: docker build failed (exit $status); its output is above" >&2
+    fi
+    exit "$status"
+fi
 size=$("$docker_cli" image inspect --format '{{.Size}}' "$image:$tag")
 echo "build: $image:$tag done in $((SECONDS - start)) s, $(awk -v b="$size" 'BEGIN { printf "%.2f GB", b / 1e9 }')"

@@ -2,7 +2,7 @@
 # Train in the image: scripts/docker/run.sh [--shell] IMAGE DATA OUT [train args...]   (make run, make shell)
 # DATA is mounted read-only at /data, OUT at /outputs; the container runs as you, so OUT stays yours, with no network.
 # DATA holding no dataset: trains on generated data (--demo) and says so loudly.
-# No Docker engine (or no image): runs the same job in the local .venv and says so in one line.
+# No image yet: builds it first (make build). No Docker engine: runs the same job in the local .venv, and says so.
 set -euo pipefail
 
 shell=
@@ -39,15 +39,24 @@ MSG
     esac
 fi
 
-if ! docker info >/dev/null 2>&1 || ! docker image inspect "$image" >/dev/null 2>&1; then
-    why="no Docker engine answers"
-    docker info >/dev/null 2>&1 && why="no image $image (make build)"
+if ! docker info >/dev/null 2>&1; then
     if [[ -n $shell ]]; then
-        echo "run.sh: $why; cannot open a shell in the image" >&2
+        echo "run.sh: no Docker engine answers; cannot open a shell in the image (scripts/docker/start_engine.sh" \
+             "starts one)" >&2
         exit 1
     fi
-    echo "run.sh: $why: running the same job in $root/.venv instead (scripts/docker/start_engine.sh starts an engine)" >&2
+    cat >&2 <<MSG
+################################################################################################
+##  NO DOCKER ENGINE ANSWERS: running the same job in $root/.venv, NOT in the image.
+##  Start an engine (scripts/docker/start_engine.sh, or Docker Desktop) to train in the image.
+################################################################################################
+MSG
     exec "$root/.venv/bin/train" --data_path "$data" --output_dir "$out" "${demo[@]}" "$@"
+fi
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+    tag=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo dev)
+    echo "run.sh: no image $image yet: building it first (make build; several minutes the first time)" >&2
+    "$root/scripts/docker/build.sh" "${image%:*}" "$tag" >&2
 fi
 
 tty=()

@@ -20,16 +20,16 @@ class Config:
     demo: bool = False  # train on generated, learnable data instead
     val_fraction: float = 0.1  # held-out share of a single <class>/* tree (fraction 0-1)
     cache_dir: str | None = None  # decoded image-folder cache; env TRAINJOB_CACHE_DIR; "off" disables
-    # --- recipe and hyperparameters ---
+    # --- recipe and hyperparameters (None: the recipe's default, recipes/*.py `defaults`) ---
     recipe: str = "tutorial"  # tutorial | fast | transfer
-    model: str | None = None  # architecture; default the recipe's (tutorial: net)
-    learning_rate: float | None = None  # tutorial: 0.001
-    momentum: float | None = None  # tutorial: 0.9
-    epochs: int | None = None  # tutorial: 2
-    batch_size: int | None = None  # tutorial: 4 (images per step, per process)
-    image_size: int | None = None  # pixels per side; tutorial: 32
-    width: int | None = None  # fast recipe only: channels of the net's first conv group (default 48)
-    backbone: str | None = None  # transfer recipe only: the pretrained network (default efficientnet_lite0)
+    model: str | None = None  # architecture; default the recipe's
+    learning_rate: float | None = None
+    momentum: float | None = None
+    epochs: int | None = None
+    batch_size: int | None = None  # images per step, per process
+    image_size: int | None = None  # pixels per side
+    width: int | None = None  # fast recipe only: channels of the net's first conv group
+    backbone: str | None = None  # transfer recipe only: the pretrained network
     finetune: bool = False  # transfer recipe only: also train the backbone's last stage
     weights: str | None = None  # transfer recipe only: the backbone's weights file (default: found by name)
     weights_sha256: str | None = None  # transfer recipe only: the sha256 --weights must have (default: published)
@@ -77,19 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help="held-out share of a single <class>/* tree")
     data.add_argument("--cache_dir", default=None,
                       help=f"decoded image cache (env {contract.ENV_CACHE_DIR}; default ~/.cache/trainjob; 'off')")
-    hp = p.add_argument_group("recipe and hyperparameters (defaults shown are the tutorial recipe's)")
+    from trainjob.recipes.fast import FastRecipe
+    from trainjob.recipes.tutorial import TutorialRecipe
+
+    tutorial = TutorialRecipe.defaults  # the one source of these defaults; docs/flags.md lists every recipe's
+    hp = p.add_argument_group("recipe and hyperparameters (defaults shown are the tutorial recipe's; each recipe's "
+                              "are in docs/flags.md)")
     hp.add_argument("--recipe", default=d.recipe,
                     help="tutorial (the tutorial's exact training), fast (from scratch, CIFAR-sized images) or "
                     "transfer (an ImageNet-pretrained backbone: best for photos)")
-    hp.add_argument("--model", default=None, help="architecture (default: the recipe's; tutorial: net)")
-    hp.add_argument("--learning_rate", type=float, default=None, help="SGD learning rate (default: 0.001)")
-    hp.add_argument("--momentum", type=float, default=None, help="SGD momentum (default: 0.9)")
-    hp.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: 2)")
-    hp.add_argument("--batch_size", type=int, default=None, help="images per step per process (default: 4)")
-    hp.add_argument("--image_size", type=int, default=None, help="pixels per side images are resized to (default: 32)")
+    hp.add_argument("--model", default=None, help=f"architecture (default: the recipe's; tutorial: {TutorialRecipe.arch})")
+    hp.add_argument("--learning_rate", type=float, default=None, help=f"SGD learning rate (default: {tutorial['learning_rate']})")
+    hp.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default: {tutorial['momentum']})")
+    hp.add_argument("--epochs", type=int, default=None, help=f"passes over the training set (default: {tutorial['epochs']})")
+    hp.add_argument("--batch_size", type=int, default=None, help=f"images per step per process (default: {tutorial['batch_size']})")
+    hp.add_argument("--image_size", type=int, default=None, help=f"pixels per side images are resized to (default: "
+                    f"{tutorial['image_size']})")
     hp.add_argument("--width", type=int, default=None,
                     help="--recipe fast only: channels of the net's first conv group, 4x that in the other two "
-                    "(default: 48); the arithmetic per image grows with its square")
+                    f"(default: {FastRecipe.defaults['width']}); the arithmetic per image grows with its square")
     hp.add_argument("--backbone", default=None,
                     help="--recipe transfer only: the pretrained network, one of "
                     f"{', '.join(backbones.BACKBONES)} (default: {backbones.DEFAULT}, whose weights the image carries)")
@@ -103,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--seed", type=int, default=d.seed,
                     help="random seed, 0 to 2**32 - 1: same seed on CPU, same result")
     hp.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"],
-                    help="arithmetic for recipes that support bf16 autocast")
+                    help="arithmetic: bf16 autocast for --recipe fast and transfer (auto: where the CPU has native "
+                    "bf16); the tutorial recipe is fp32 only")
     run = p.add_argument_group("run")
     run.add_argument("--output_dir", default=None,
                      help=f"where results go (env {contract.ENV_OUTPUT_DIR}; default {contract.DEFAULT_OUTPUT_DIR})")
@@ -200,6 +207,9 @@ def validate(cfg: Config) -> None:
     if cfg.width is not None and "width" not in recipe.defaults:  # set by the user: the recipe's default is None
         raise UserError(f"--width sets the fast recipe's net; --recipe {cfg.recipe} trains its fixed {recipe.arch}: "
                         "leave --width out, or add --recipe fast")
+    if cfg.precision == "bf16" and not recipe.bf16:
+        raise UserError(f"--precision bf16 applies to --recipe fast and transfer; --recipe {cfg.recipe} trains in "
+                        "fp32: leave --precision out, or add --recipe fast")
     if "backbone" not in recipe.defaults:
         transfer_only = (("--backbone", cfg.backbone), ("--finetune", cfg.finetune), ("--weights", cfg.weights),
                          ("--weights_sha256", cfg.weights_sha256))

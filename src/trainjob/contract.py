@@ -12,7 +12,8 @@ ENV_AZUREML_RUN_ID = "AZUREML_RUN_ID"  # set by Azure ML inside a run; outputs t
 ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"  # an MLflow server (or azureml://, set by Azure ML v2 jobs): metrics go there
 ENV_MLFLOW_RUN_ID = "MLFLOW_RUN_ID"  # set by Azure ML v2 jobs: the job's own MLflow run, which metrics join
 ENV_MLFLOW_EXPERIMENT = "MLFLOW_EXPERIMENT_NAME"  # the MLflow experiment of a new run (default trainjob)
-# Set by torchrun and by Azure ML's PyTorch distribution; all four switch on DistributedDataParallel.
+# Set by torchrun and by Azure ML's PyTorch distribution. WORLD_SIZE > 1 switches on DistributedDataParallel; the
+# others say which process this is.
 ENV_RANK = "RANK"
 ENV_WORLD_SIZE = "WORLD_SIZE"
 ENV_LOCAL_RANK = "LOCAL_RANK"

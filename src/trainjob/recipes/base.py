@@ -39,6 +39,7 @@ class Recipe:
     # Test images scored after each epoch but the last (an even stride through the test set; None: all of them).
     # The last epoch, and so every reported accuracy, always scores the whole test set.
     eval_during: ClassVar[int | None] = None
+    bf16: ClassVar[bool] = False  # whether --precision bf16 (autocast) applies; the others refuse it
 
     def __init__(self, cfg, num_classes: int, image_size: int, steps_per_epoch: int, device: torch.device,
                  wrap: Callable[[nn.Module], nn.Module] = lambda m: m):

@@ -45,12 +45,10 @@ class Hyperparameters:
     # --- evaluation ---
     tta_final: int = 2  # test-time augmentation at the last evaluation: 0 none, 1 flip, 2 flip + 1-pixel shifts
     tta_during: int = 0  # ... at earlier evaluations (they only show the trend; the final one is reported)
-    eval_during: int = 2000  # test images those earlier evaluations score: CIFAR-10's 10,000 cost 4.9 s each (Zen 4)
+    eval_during: int = 2000  # test images those earlier evaluations score (all 10,000 of CIFAR-10 cost seconds each)
     # --- net (models.FastNet) ---
     width: int = 48  # channels of the first conv group; the second and third have 4x (airbench: 64, 256, 256)
-    # Measured on 2 CPU cores with native bf16: width 48 for 6-8 epochs beats 32 for 14-16 at the same time. Where
-    # only a few epochs fit (fp32 CPUs, 10 minutes), 32 for 4 epochs beats 48 for 2, and batch 256 (lr 0.375) runs
-    # width 32 20 % faster than 512 in fp32 there (README, Benchmarks).
+    # Why 48 and how it trades against epochs and batch size, measured: docs/benchmarks.md (make bench-fast).
     bn_momentum: float = 0.4  # PyTorch convention: running = 0.6 running + 0.4 batch
     bn_eps: float = 1e-12
     logit_scale: float = 1 / 9  # logits multiplier (airbench's scaling_factor)
@@ -58,6 +56,7 @@ class Hyperparameters:
 
 
 HYP = Hyperparameters()
+CLI_SETTINGS = ("learning_rate", "momentum", "epochs", "batch_size", "image_size", "width")  # flags that override HYP
 
 # CIFAR-10's channel statistics; for other data the whitening layer, set from the data, takes up the difference.
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -145,8 +144,8 @@ def whitening_filters(x: torch.Tensor, kernel: int, eps: float) -> torch.Tensor:
 class FastRecipe(Recipe):
     name = "fast"
     arch = "fastnet"
-    defaults = {"learning_rate": HYP.learning_rate, "momentum": HYP.momentum, "epochs": HYP.epochs,
-                "batch_size": HYP.batch_size, "image_size": HYP.image_size, "width": HYP.width}
+    defaults = {name: getattr(HYP, name) for name in CLI_SETTINGS}  # HYP is the one source
+    bf16 = True
     mean = MEAN
     std = STD
     drop_last = False  # a small last batch is harmless here, and a dataset smaller than one batch still trains
@@ -273,10 +272,9 @@ class FastRecipe(Recipe):
         if self.precision == "bf16":
             return "precision: bf16 autocast"
         if self.cfg.precision == "auto" and self.device.type == "cpu":
-            # Measured on an AVX2-only EPYC: fp32 runs 11x faster than emulated bf16 there, and 3.6x slower than
-            # native bf16 on a Zen 4 host. Azure's STANDARD_D2_V2 (the tutorial's cpu-cluster) runs on Haswell to
-            # Ice Lake Xeons, none with native bf16.
-            # The shorter run it suggests: measured there at a quarter of the default's training time, 85.7 %.
+            # Emulated bf16 is many times slower than fp32, and fp32 several times slower than native bf16; Azure's
+            # STANDARD_D2_V2 (the tutorial's cpu-cluster) has no native bf16. The figures, and those of the shorter
+            # run suggested here: docs/benchmarks.md (make bench-precision, make bench-fast).
             return ("precision: fp32, because this CPU has no native bf16 (AVX512-BF16 or AMX): expect several times "
                     "the training time of a CPU that has it; for a quarter of the time, "
                     "--width 32 --epochs 4 --batch_size 256 --learning_rate 0.375")

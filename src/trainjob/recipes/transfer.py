@@ -35,15 +35,16 @@ class Hyperparameters:
     momentum: float = 0.9  # Nesterov momentum
     epochs: int = 15  # passes over the cached features
     batch_size: int = 64  # feature rows per step per process
-    image_size: int = 256  # pixels per side the backbone sees (Lite0 was trained at 224; 256 scores higher, README)
+    image_size: int = 256  # pixels per side the backbone sees (Lite0 was trained at 224; 256 scores higher: docs/benchmarks.md)
     weight_decay: float = 5e-4  # L2, coupled (SGD's weight_decay)
     label_smoothing: float = 0.1  # share of the target spread over all classes
     tail_lr_scale: float = 0.1  # --finetune: the pretrained last stage learns at this fraction of the head's lr
     # No flip augmentation or flip TTA: features of the mirrored images, for training and for evaluation, left the
-    # accuracy where it was on photos20 (frozen and fine-tuned) for twice the extraction time (README, Benchmarks).
+    # accuracy where it was on photos20 (frozen and fine-tuned) for twice the extraction time (docs/benchmarks.md).
 
 
 HYP = Hyperparameters()
+CLI_SETTINGS = ("learning_rate", "momentum", "epochs", "batch_size", "image_size")  # flags that override HYP
 
 
 @functools.lru_cache(maxsize=2)
@@ -66,8 +67,8 @@ class _FromCached(nn.Module):
 class TransferRecipe(Recipe):
     name = "transfer"
     arch = "transfer"
-    defaults = {"learning_rate": HYP.learning_rate, "momentum": HYP.momentum, "epochs": HYP.epochs,
-                "batch_size": HYP.batch_size, "image_size": HYP.image_size, "backbone": backbones.DEFAULT}
+    defaults = {**{name: getattr(HYP, name) for name in CLI_SETTINGS}, "backbone": backbones.DEFAULT}  # one source
+    bf16 = True
     mean = backbones.IMAGENET_MEAN  # every backbone offered was trained on ImageNet with these
     std = backbones.IMAGENET_STD
 
