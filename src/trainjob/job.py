@@ -44,6 +44,7 @@ def train(cfg: Config, stop: StopRequest, started: float) -> dict | None:
 
 def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distributed, device,
            output_dir: Path) -> dict | None:
+    """Load, resume, fit, write: each step a function below."""
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     recipe_cls = get_recipe(cfg.recipe)
     threads = runtime.set_threads(cfg.num_threads, d, recipe_cls.max_threads(cfg))
@@ -52,22 +53,9 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
     log(f"trainjob {trainjob.__version__}: recipe {cfg.recipe}, device {device}, {threads} threads"
         + (f", process {d.rank} of {d.world_size}" if d.enabled else ""), flush=True)
 
-    data = recipe_cls.load_data(cfg, log=log, output_dir=output_dir, d=d, device=device, stop=stop)
-    steps = steps_per_epoch(len(data.train), cfg.batch_size, recipe_cls.drop_last, d)
-    if steps == 0:
-        raise DataError(f"only {len(data.train)} training images for --batch_size {cfg.batch_size} on "
-                        f"{d.world_size} process(es): add images or lower --batch_size")
-    if data.synthetic:
-        log("NOTE: training on SYNTHETIC data (--demo): the accuracy says nothing about real images", flush=True)
-
+    data, steps = _load_data(cfg, recipe_cls, d, device, output_dir, stop, log)
     checkpoints = Checkpoints(prepare_checkpoint_dir(cfg, output_dir) if d.is_main else checkpoint_dir(cfg, output_dir))
-    found = checkpoints.find(cfg.resume) if d.is_main else None
-    if d.enabled:  # on several nodes only rank 0's output folder holds the checkpoints: every rank resumes from it
-        shared = [found]
-        dist.broadcast_object_list(shared, src=0)
-        found = shared[0]
-    if found:
-        check_compatible(found[0], found[1], cfg.to_dict(), data.classes)
+    found = _find_resume(cfg, checkpoints, d, data.classes)
 
     torch.manual_seed(cfg.seed)  # model initialisation
     recipe = recipe_cls(cfg, len(data.classes), cfg.image_size, steps, device, wrap=_ddp_wrapper(d, device))
@@ -105,7 +93,42 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         return None
 
     beat("writing results")
-    summary = {
+    summary = _summary(cfg, data, recipe, trainer, history, confusion, started, started_at, device, threads, d,
+                       found, run, mlflow)
+    _write_results(output_dir, cfg, data, recipe, summary, confusion, tracker, mlflow)
+    print(f"Finished Training: test accuracy {summary['test_accuracy']:.2%} in {summary['train_seconds']:.1f} s "
+          f"of training; results in {output_dir}", flush=True)
+    return summary
+
+
+def _load_data(cfg: Config, recipe_cls, d: runtime.Distributed, device, output_dir: Path, stop: StopRequest, log):
+    """The recipe's dataset and the steps per epoch it gives; too few images for one step is a DataError."""
+    data = recipe_cls.load_data(cfg, log=log, output_dir=output_dir, d=d, device=device, stop=stop)
+    steps = steps_per_epoch(len(data.train), cfg.batch_size, recipe_cls.drop_last, d)
+    if steps == 0:
+        raise DataError(f"only {len(data.train)} training images for --batch_size {cfg.batch_size} on "
+                        f"{d.world_size} process(es): add images or lower --batch_size")
+    if data.synthetic:
+        log("NOTE: training on SYNTHETIC data (--demo): the accuracy says nothing about real images", flush=True)
+    return data, steps
+
+
+def _find_resume(cfg: Config, checkpoints: Checkpoints, d: runtime.Distributed, classes) -> tuple | None:
+    """(checkpoint state, its path) to resume from, or None; the same on every rank, checked against this run."""
+    found = checkpoints.find(cfg.resume) if d.is_main else None
+    if d.enabled:  # on several nodes only rank 0's output folder holds the checkpoints: every rank resumes from it
+        shared = [found]
+        dist.broadcast_object_list(shared, src=0)
+        found = shared[0]
+    if found:
+        check_compatible(found[0], found[1], cfg.to_dict(), classes)
+    return found
+
+
+def _summary(cfg: Config, data, recipe, trainer: Trainer, history: list[dict], confusion, started: float,
+             started_at: str, device, threads: int, d: runtime.Distributed, found, run, mlflow) -> dict:
+    """summary.json's content (contract.SUMMARY_FILE)."""
+    return {
         "test_accuracy": accuracy(confusion),
         "per_class_accuracy": per_class_accuracy(confusion, data.classes),
         "train_loss": history[-1]["train_loss"],
@@ -129,6 +152,11 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _write_results(output_dir: Path, cfg: Config, data, recipe, summary: dict, confusion, tracker: Tracker,
+                   mlflow) -> None:
+    """model.pt, summary.json, both plots, the final metrics and MLflow artifacts; then no failure.txt is left."""
     save_torch({**recipe.export(), "classes": list(data.classes), "config": cfg.to_dict(),
                 "image_size": cfg.image_size, "recipe": cfg.recipe, "test_accuracy": summary["test_accuracy"]},
                output_dir / contract.MODEL_FILE)
@@ -144,9 +172,6 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         if mlflow.problem:  # summary.json says what did not reach the server
             write_summary(output_dir, {**summary, "mlflow": mlflow.describe()})
     clear_failure(output_dir)
-    print(f"Finished Training: test accuracy {summary['test_accuracy']:.2%} in {summary['train_seconds']:.1f} s "
-          f"of training; results in {output_dir}", flush=True)
-    return summary
 
 
 def _trackers(cfg: Config, d: runtime.Distributed, resumed: dict | None, log):
