@@ -1,7 +1,11 @@
 """Shared fixtures. tests/ is on sys.path (rootdir conftest), so tests import helpers as `from datagen import ...`."""
 
+import importlib
 import os
 import socket
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -85,3 +89,17 @@ def trained_models(tmp_path_factory):
         assert result.returncode == 0, result.stderr[-3000:]
         models[recipe] = out / "model.pt"
     return models
+
+
+AML_SCRIPTS = ("common", "v1", "v2", "compute", "deploy", "push_image", "register_model", "submit", "sweep",
+               "upload_data", "workspace")
+
+
+@pytest.fixture(scope="session")
+def aml():
+    """The Azure ML control scripts (scripts/aml/) as modules, e.g. aml.submit; the slow SDK import happens once."""
+    pytest.importorskip("azureml.core")
+    folder = str(Path(__file__).resolve().parents[1] / "scripts" / "aml")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return SimpleNamespace(**{name: importlib.import_module(name) for name in AML_SCRIPTS})

@@ -217,3 +217,24 @@ def png_claiming_size(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     pixels = zlib.compress(b"\0" * 64)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+class ShellPayload:
+    """Pickles as os.system("touch MARKER"): a batch that runs code when a plain unpickler loads it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def rewrite_batch(batch_file, **changes) -> None:
+    """Load a CIFAR batch file, update its dict with changes, and write it back (pickle protocol 2, as CIFAR's)."""
+    batch_file = Path(batch_file)
+    with open(batch_file, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    batch.update(changes)
+    batch_file.write_bytes(pickle.dumps(batch, protocol=2))

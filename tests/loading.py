@@ -7,11 +7,12 @@ from trainjob.errors import DataError
 
 
 def load(path, **overrides):
-    """(Dataset, log lines) for path; keyword arguments override load_dataset's (cache off by default)."""
+    """(Dataset, log lines) for path (None: no --data_path); keyword arguments override load_dataset's (cache off
+    by default)."""
     lines = []
     kwargs = {"image_size": 32, "val_fraction": 0.1, "seed": 0, "cache_dir": "off", "demo": False,
               "log": lines.append, **overrides}
-    return load_dataset(str(path), **kwargs), lines
+    return load_dataset(None if path is None else str(path), **kwargs), lines
 
 
 def load_error(path, **overrides) -> str:

@@ -4,7 +4,6 @@ A socket guard fails any Python-level connection; each docstring names what stan
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,30 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 AML = ROOT / "scripts" / "aml"
 
 
-@pytest.fixture(scope="module")
-def scripts():
-    """The control scripts as modules; the slow SDK import happens once per module."""
-    pytest.importorskip("azureml.core")
-    sys.path.insert(0, str(AML))
-    import common
-    import compute
-    import push_image
-    import upload_data
-    import workspace
-
-    return common, compute, push_image, upload_data, workspace
-
-
 @pytest.fixture(autouse=True)
 def _no_network(no_network):
     """Every test here runs behind conftest's socket guard."""
 
 
 # --- compute ----------------------------------------------------------------------------------------------------
-def test_compute_request_has_the_tutorial_values(scripts):
+def test_compute_request_has_the_tutorial_values(aml):
     """The create request for cpu-cluster, as the SDK serialises it (AmlCompute._build_create_payload). No service
     stands in: the payload is built locally and never sent."""
-    _, compute, *_ = scripts
+    compute = aml.compute
     from azureml.core.compute import AmlCompute
 
     args = compute.build_parser().parse_args([])
@@ -50,9 +35,9 @@ def test_compute_request_has_the_tutorial_values(scripts):
     assert props["scaleSettings"] == {"minNodeCount": 0, "maxNodeCount": 4, "nodeIdleTimeBeforeScaleDown": "PT2400S"}
 
 
-def test_compute_flags_override_and_bad_counts_are_refused(scripts, capsys):
+def test_compute_flags_override_and_bad_counts_are_refused(aml, capsys):
     """Flags override the tutorial values; impossible node counts fail with exit 2 before any Azure call."""
-    common, compute, *_ = scripts
+    common, compute = aml.common, aml.compute
     from azureml.core.compute import AmlCompute
 
     args = compute.build_parser().parse_args(["--vm-size", "STANDARD_D4_V2", "--max-nodes", "2", "--low-priority"])
@@ -65,10 +50,10 @@ def test_compute_flags_override_and_bad_counts_are_refused(scripts, capsys):
 
 
 # --- push-image -------------------------------------------------------------------------------------------------
-def test_environment_runs_the_image_as_is_with_its_venv_python(scripts):
+def test_environment_runs_the_image_as_is_with_its_venv_python(aml):
     """The environment push-image registers, serialised by the SDK: image, user-managed dependencies (no conda
     layer), the image's /opt/venv python, no credentials for the workspace's own registry. Built offline."""
-    _, _, push_image, *_ = scripts
+    push_image = aml.push_image
     from azureml.core._serialization_utils import _serialize_to_dict
 
     env = _serialize_to_dict(push_image.make_environment("trainjob", "myws.azurecr.io/trainjob:abc1234"))
@@ -89,9 +74,9 @@ def test_dockerfile_names_the_venv_python_the_environment_uses():
     assert "/opt/venv" in text and "ENV PATH=/opt/venv/bin:$PATH" in text
 
 
-def test_private_registry_credentials_and_managed_identity(scripts, monkeypatch, capsys):
+def test_private_registry_credentials_and_managed_identity(aml, monkeypatch, capsys):
     """Both documented options for another private registry, serialised by the SDK (push_image.py --dry-run)."""
-    common, _, push_image, *_ = scripts
+    common, push_image = aml.common, aml.push_image
     monkeypatch.setenv("REG_PASSWORD", "s3cret")
     argv = ["--dry-run", "--tag", "t1", "--registry", "reg.example.com", "--registry-username", "bot",
             "--registry-password-env", "REG_PASSWORD"]
@@ -114,10 +99,10 @@ def test_private_registry_credentials_and_managed_identity(scripts, monkeypatch,
     assert "--registry-password-env" in capsys.readouterr().err
 
 
-def test_workspace_build_sends_the_dockerfile_or_refuses_one_that_needs_context(scripts, tmp_path, capsys):
+def test_workspace_build_sends_the_dockerfile_or_refuses_one_that_needs_context(aml, tmp_path, capsys):
     """--workspace-build: Environment.from_dockerfile with the Dockerfile's text (the SDK sends no build context,
     so a Dockerfile that COPYs local files is refused with the reason). Built offline (--dry-run)."""
-    common, _, push_image, *_ = scripts
+    common, push_image = aml.common, aml.push_image
     standalone = tmp_path / "Dockerfile"
     standalone.write_text("FROM python:3.11-slim\nRUN pip install trainjob[azure]\n")
     assert common.run_main(push_image.main, ["--dry-run", "--workspace-build", "--dockerfile", str(standalone)]) == 0
@@ -134,9 +119,9 @@ def test_workspace_build_sends_the_dockerfile_or_refuses_one_that_needs_context(
     assert f"{needs_context}:3" in err and "build context" in err
 
 
-def test_push_refuses_an_image_that_was_not_built(scripts, tmp_path, monkeypatch, capsys):
+def test_push_refuses_an_image_that_was_not_built(aml, tmp_path, monkeypatch, capsys):
     """No local image: `make build` first, exit 2. Stand-in for Docker: a fake `docker` whose `image inspect` fails."""
-    common, _, push_image, *_ = scripts
+    common, push_image = aml.common, aml.push_image
     fake = tmp_path / "docker"
     fake.write_text("#!/bin/sh\nexit 1\n")
     fake.chmod(0o755)
@@ -147,10 +132,10 @@ def test_push_refuses_an_image_that_was_not_built(scripts, tmp_path, monkeypatch
 
 
 # --- upload-data ------------------------------------------------------------------------------------------------
-def test_upload_refuses_a_folder_the_trainer_refuses_before_touching_azure(scripts, tmp_path, monkeypatch, capsys):
+def test_upload_refuses_a_folder_the_trainer_refuses_before_touching_azure(aml, tmp_path, monkeypatch, capsys):
     """The trainer's DataError becomes one line and exit 2, before the workspace is even loaded. Stand-in for the
     data layer: load_dataset raising the trainer's DataError; for Azure: load_workspace failing the test if called."""
-    common, _, _, upload_data, _ = scripts
+    common, upload_data = aml.common, aml.upload_data
     import trainjob.data
     from trainjob.errors import DataError
 
@@ -161,7 +146,7 @@ def test_upload_refuses_a_folder_the_trainer_refuses_before_touching_azure(scrip
         raise DataError(f"no dataset found in {path}: expected cifar-10-batches-py/ or <class>/ folders")
 
     monkeypatch.setattr(trainjob.data, "load_dataset", refuse)
-    monkeypatch.setattr(common, "load_workspace", lambda args: pytest.fail("Azure contacted before the data check"))
+    monkeypatch.setattr(aml.v1, "load_workspace", lambda args: pytest.fail("Azure contacted before the data check"))
     assert common.run_main(upload_data.main, ["--src", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: not uploading {tmp_path}: no dataset found in {tmp_path}: expected "
@@ -170,9 +155,9 @@ def test_upload_refuses_a_folder_the_trainer_refuses_before_touching_azure(scrip
                      "demo": False}
 
 
-def test_upload_check_only_accepts_cifar_batches_with_the_real_data_layer(scripts, tmp_path, capsys):
+def test_upload_check_only_accepts_cifar_batches_with_the_real_data_layer(aml, tmp_path, capsys):
     """--check-only on generated CIFAR batches goes through the trainer's real detection; no Azure is involved."""
-    common, _, _, upload_data, _ = scripts
+    common, upload_data = aml.common, aml.upload_data
     datagen = pytest.importorskip("datagen")
     datagen.write_cifar_batches(tmp_path)
     try:
@@ -183,9 +168,9 @@ def test_upload_check_only_accepts_cifar_batches_with_the_real_data_layer(script
     assert "cifar" in capsys.readouterr().out
 
 
-def test_upload_of_an_empty_folder_is_refused_by_the_real_data_layer(scripts, tmp_path, capsys):
+def test_upload_of_an_empty_folder_is_refused_by_the_real_data_layer(aml, tmp_path, capsys):
     """An empty folder: the trainer's own message, exit 2, nothing uploaded (no workspace config even exists)."""
-    common, _, _, upload_data, _ = scripts
+    common, upload_data = aml.common, aml.upload_data
     try:
         code = common.run_main(upload_data.main, ["--src", str(tmp_path), "--config", str(tmp_path / "none.json")])
     except NotImplementedError:
@@ -195,17 +180,17 @@ def test_upload_of_an_empty_folder_is_refused_by_the_real_data_layer(scripts, tm
 
 
 # --- workspace --------------------------------------------------------------------------------------------------
-def test_workspace_needs_its_coordinates(scripts, tmp_path, capsys):
+def test_workspace_needs_its_coordinates(aml, tmp_path, capsys):
     """make workspace without a config or flags: what to pass, exit 2, before any SDK call."""
-    common, *_, workspace = scripts
+    common, workspace = aml.common, aml.workspace
     assert common.run_main(workspace.main, ["--config", str(tmp_path / ".azureml" / "config.json")]) == 2
     assert "--subscription-id, --resource-group and --workspace-name" in capsys.readouterr().err
 
 
-def test_workspace_writes_the_config_the_other_scripts_read(scripts, tmp_path, monkeypatch, capsys):
+def test_workspace_writes_the_config_the_other_scripts_read(aml, tmp_path, monkeypatch, capsys):
     """Get an existing workspace and write .azureml/config.json with the SDK's write_config. Stand-in for the
     service: Workspace.get returning a Workspace built with _disable_service_check."""
-    common, *_, workspace = scripts
+    common, workspace = aml.common, aml.workspace
     from azureml.core import Workspace
     from azureml.core.authentication import TokenAuthentication
 

@@ -23,18 +23,6 @@ TUTORIAL_ARGS = ["--data_path", "DatasetConsumptionConfig:input", "--learning_ra
                  "--checkpoint_dir", "DatasetOutputConfig:checkpoints"]
 
 
-@pytest.fixture(scope="module")
-def scripts():
-    """The control scripts as modules; the slow SDK import happens once per module."""
-    pytest.importorskip("azureml.core")
-    sys.path.insert(0, str(AML))
-    import common
-    import push_image
-    import submit
-
-    return common, push_image, submit
-
-
 @pytest.fixture(autouse=True)
 def _no_network(no_network):
     """Every test here runs behind conftest's socket guard."""
@@ -44,9 +32,8 @@ def offline_argv(tmp_path, *more):
     return ["--dry-run", "--config", str(tmp_path / "no-config.json"), "--tag", "abc1234", *more]
 
 
-def dry_run(scripts, tmp_path, capsys, *more) -> dict:
-    common, _, submit = scripts
-    assert common.run_main(submit.main, offline_argv(tmp_path, *more)) == 0
+def dry_run(aml, tmp_path, capsys, *more) -> dict:
+    assert aml.common.run_main(aml.submit.main, offline_argv(tmp_path, *more)) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -88,61 +75,61 @@ def test_make_submit_aml_dry_run_prints_the_sdk_run_configuration(tmp_path):
     assert rc["framework"] == "Python" and rc["nodeCount"] == 1  # no distribution without --node-count
 
 
-def test_checkpoints_go_to_a_fixed_datastore_folder_mounted_read_write(scripts, tmp_path, capsys):
+def test_checkpoints_go_to_a_fixed_datastore_folder_mounted_read_write(aml, tmp_path, capsys):
     """--checkpoint_dir is bound to an OutputFileDatasetConfig mounted at trainjob-checkpoints/<experiment>/<run key>
     on the datastore: the same command submitted again gets the same folder and resumes from it, another setting gets
     another. Stand-in: the offline Workspace."""
-    common = scripts[0]
+    common = aml.common
 
     def checkpoints(*more):
-        output = dry_run(scripts, tmp_path, capsys, *more)["run_configuration"]["outputData"]["checkpoints"]
+        output = dry_run(aml, tmp_path, capsys, *more)["run_configuration"]["outputData"]["checkpoints"]
         assert output["mechanism"] == "mount"  # written through as each checkpoint lands, not uploaded at the end
         return output["outputLocation"]["dataPath"]
 
     first = checkpoints()
     assert first["datastoreName"] == "workspaceblobstore"
     assert first == checkpoints("--wait") and first != checkpoints("--", "--epochs", "3")
-    args = scripts[2].build_parser().parse_args(offline_argv(tmp_path))
+    args = aml.submit.build_parser().parse_args(offline_argv(tmp_path))
     assert first["relativePath"] == f"trainjob-checkpoints/day1-experiment-data/{common.run_key(args)}"
     named = checkpoints("--run-key", "my-run", "--experiment", "exp1", "--datastore", "store2")
     assert named == {"datastoreName": "store2", "relativePath": "trainjob-checkpoints/exp1/my-run"}
 
 
-def test_node_count_2_runs_pytorch_distributed_with_gloo(scripts, tmp_path, capsys):
+def test_node_count_2_runs_pytorch_distributed_with_gloo(aml, tmp_path, capsys):
     """--node-count 2 adds PyTorchConfiguration(Gloo, 2 nodes). Stand-in: the offline Workspace, as above."""
-    rc = dry_run(scripts, tmp_path, capsys, "--node-count", "2")["run_configuration"]
+    rc = dry_run(aml, tmp_path, capsys, "--node-count", "2")["run_configuration"]
     assert rc["framework"] == "PyTorch" and rc["communicator"] == "gloo" and rc["nodeCount"] == 2
     assert rc["pytorch"] == {"communicationBackend": "gloo", "processCount": None, "nodeCount": 2}
     assert rc["arguments"] == TUTORIAL_ARGS
 
 
-def test_download_mode_flag_and_trainer_flags_after_double_dash(scripts, tmp_path, capsys):
+def test_download_mode_flag_and_trainer_flags_after_double_dash(aml, tmp_path, capsys):
     """--mode download and trainer flags after `--`. Stand-in: the offline Workspace."""
-    got = dry_run(scripts, tmp_path, capsys, "--mode", "download", "--", "--epochs", "1")
+    got = dry_run(aml, tmp_path, capsys, "--mode", "download", "--", "--epochs", "1")
     assert got["run_configuration"]["data"]["input"]["mechanism"] == "download"
     assert got["run_configuration"]["arguments"] == [*TUTORIAL_ARGS, "--epochs", "1"]
 
 
-def test_transfer_recipe_flags_reach_the_run(scripts, tmp_path, capsys):
+def test_transfer_recipe_flags_reach_the_run(aml, tmp_path, capsys):
     """`make submit-aml AML_ARGS="-- --recipe transfer ..."`: the image carries the default backbone's weights, so the
     flags are all a run needs. Stand-in: the offline Workspace."""
     flags = ["--recipe", "transfer", "--finetune", "--val_fraction", "0.2"]
-    got = dry_run(scripts, tmp_path, capsys, "--", *flags)
+    got = dry_run(aml, tmp_path, capsys, "--", *flags)
     assert got["run_configuration"]["arguments"] == [*TUTORIAL_ARGS, *flags]
 
 
-def test_dry_run_uses_the_workspace_config_when_present(scripts, tmp_path, capsys):
+def test_dry_run_uses_the_workspace_config_when_present(aml, tmp_path, capsys):
     """The dry run reads .azureml/config.json when it exists (no service call). Stand-in: a config file we write."""
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"subscription_id": "sub-1", "resource_group": "rg-1", "workspace_name": "ws-1"}))
-    common, _, submit = scripts
+    common, submit = aml.common, aml.submit
     assert common.run_main(submit.main, ["--dry-run", "--config", str(config)]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["workspace"]["source"] == str(config)
     assert "/subscriptions/sub-1/resourcegroups/rg-1/workspaces/ws-1/" in got["datasets"]["input"]["paths"][0]
 
 
-def test_dry_run_output_is_what_the_sdk_submit_sends(scripts, tmp_path, monkeypatch):
+def test_dry_run_output_is_what_the_sdk_submit_sends(aml, tmp_path, monkeypatch):
     """The dry run's run configuration equals what the SDK's own submit() sends, but for the dataset id.
 
     Stand-ins for the service, at the three seams submit() crosses: service discovery
@@ -150,7 +137,7 @@ def test_dry_run_output_is_what_the_sdk_submit_sends(scripts, tmp_path, monkeypa
     the saved id) and the run submission itself (azureml._execution._commands.start_run, which captures the
     RunConfiguration instead of posting it). Everything between them is the SDK's code.
     """
-    common, _, submit = scripts
+    submit = aml.submit
     from azureml._execution import _commands
     from azureml._restclient.service_context import ServiceContext, _ServiceKeys
     from azureml.core._serialization_utils import _serialize_to_dict
@@ -239,10 +226,10 @@ def test_not_signed_in_gives_the_sign_in_hint(tmp_path, az_script, hint):
     assert len(err) == 1 and hint in err[0], err
 
 
-def test_failed_run_reports_status_and_log_with_exit_3(scripts, tmp_path, capsys):
+def test_failed_run_reports_status_and_log_with_exit_3(aml, tmp_path, capsys):
     """--wait on a run that fails: its status and log path, exit 3. Stand-in for the service: a Run double that
     answers wait_for_completion/get_status/get_all_logs/get_details as a failed Azure ML run does."""
-    common, _, submit = scripts
+    common, submit = aml.common, aml.submit
     run = mock.MagicMock(id="day1_123")
     run.get_status.return_value = "Failed"
     run.get_all_logs.return_value = ["outputs/aml-logs/day1_123/user_logs/std_log.txt"]

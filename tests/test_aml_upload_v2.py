@@ -9,7 +9,6 @@ connection.
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,12 +24,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::P
 
 
 @pytest.fixture(scope="module")
-def upload_data():
+def upload_data(aml):
     pytest.importorskip("azure.ai.ml")
-    sys.path.insert(0, str(ROOT / "scripts" / "aml"))
-    import upload_data
-
-    return upload_data
+    return aml.upload_data
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::P
 
 
 @pytest.fixture(scope="module")
-def v2():
+def v2(aml):
     pytest.importorskip("azure.ai.ml")
-    sys.path.insert(0, str(AML))
-    import v2
-
-    return v2
+    return aml.v2
 
 
 @pytest.fixture(autouse=True)

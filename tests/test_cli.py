@@ -120,10 +120,10 @@ def test_help_shows_every_default():
     assert "(default: None)" not in result.stdout  # recipe-decided flags name their default in words
 
 
+# Bad values are also in test_hostile_input.py's corpus (run in-process, earlier outputs kept); these run the real
+# process end to end.
 @pytest.mark.parametrize("args, phrases", [
     (["--learning_rate", "-1"], ["--learning_rate must be a positive number", "-1"]),
-    (["--learning_rate", "nan"], ["--learning_rate", "nan"]),
-    (["--batch_size", "0"], ["--batch_size must be at least 1"]),
     (["--epochs", "two"], ["--epochs", "invalid int value"]),
     (["--no_such_flag"], ["unrecognized arguments: --no_such_flag"]),
     (["--recipe", "magic"], ["unknown --recipe 'magic'"]),

@@ -10,13 +10,6 @@ import torch
 from loading import load, load_error
 
 
-def rewrite_batch(batch_file, **changes):
-    with open(batch_file, "rb") as f:
-        batch = pickle.load(f)
-    batch.update(changes)
-    batch_file.write_bytes(pickle.dumps(batch, protocol=2))
-
-
 def test_tutorial_folder_prints_listing_and_loads_pixels_unchanged(tmp_path):
     batches = datagen.write_cifar_batches(tmp_path)
     ds, lines = load(tmp_path)
@@ -78,18 +71,10 @@ def test_other_image_size_resizes_the_whole_tensor(tmp_path):
     assert any("resizing CIFAR images from 32x32 to 48x48" in line for line in lines)
 
 
-class _WritesAFile:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_code_in_a_pickle_is_refused_and_never_runs(tmp_path):
     batches = datagen.write_cifar_batches(tmp_path)
     marker = tmp_path / "pwned"
-    rewrite_batch(batches / "data_batch_2", data=_WritesAFile(marker))
+    datagen.rewrite_batch(batches / "data_batch_2", data=datagen.ShellPayload(marker))
     message = load_error(tmp_path)
     assert "refusing to load" in message and "data_batch_2" in message
     assert f"asks to run {os.system.__module__}.system, which a CIFAR batch never contains" in message
@@ -113,7 +98,7 @@ def test_truncated_pickle(tmp_path):
 ])
 def test_malformed_batch_contents(tmp_path, changes, expected):
     batches = datagen.write_cifar_batches(tmp_path)
-    rewrite_batch(batches / "data_batch_1", **changes)
+    datagen.rewrite_batch(batches / "data_batch_1", **changes)
     message = load_error(tmp_path)
     assert "data_batch_1" in message and expected in message
 

@@ -1,26 +1,8 @@
 """What users see when --data_path is wrong, and the --demo data."""
 
 import datagen
-import pytest
 import torch
-
-from trainjob.data import load_dataset
-from trainjob.errors import DataError
-
-
-def load(path, **overrides):
-    lines = []
-    kwargs = {"image_size": 32, "val_fraction": 0.1, "seed": 0, "cache_dir": "off", "demo": False,
-              "log": lines.append, **overrides}
-    return load_dataset(None if path is None else str(path), **kwargs), lines
-
-
-def load_error(path) -> str:
-    with pytest.raises(DataError) as info:
-        load(path)
-    message = str(info.value)
-    assert "\n" not in message, "a user error is one line"
-    return message
+from loading import load, load_error
 
 
 def test_missing_path(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 
 import common
+import v1
 
 
 def build_parser():
@@ -77,7 +78,7 @@ def main_v2(args) -> None:
 def provisioning_config(args):
     """The SDK's AmlCompute provisioning configuration for the flags (built offline)."""
     check_sizes(args)
-    common.import_sdk()
+    v1.import_sdk()
     from azureml.core.compute import AmlCompute
 
     return AmlCompute.provisioning_configuration(
@@ -94,7 +95,7 @@ def main(argv=None) -> None:
     if args.dry_run:
         raise common.AmlError("--dry-run is for --sdk v2 (make compute AML_SDK=v2 DRY_RUN=1)")
     config = provisioning_config(args)
-    ws = common.load_workspace(args)
+    ws = v1.load_workspace(args)
     from azureml.core.compute import ComputeTarget
     from azureml.exceptions import ComputeTargetException
 

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import common
+import v1
 
 ACR_SUFFIX = {"AzureCloud": "azurecr.io", "AzureChinaCloud": "azurecr.cn", "AzureUSGovernment": "azurecr.us"}
 
@@ -54,7 +55,7 @@ def build_parser():
 
 def make_environment(name: str, image: str, interpreter: str = common.INTERPRETER, registry=None):
     """The environment the run uses: this image as it is, with its own python. `registry`: a ContainerRegistry."""
-    common.import_sdk()
+    v1.import_sdk()
     from azureml.core import Environment
 
     env = Environment.from_docker_image(name, image, container_registry=registry)
@@ -139,7 +140,7 @@ def workspace_build_environment(args):
         if re.match(r"\s*(COPY|ADD)\s", line, re.I) and "--from=" not in line:
             raise common.AmlError(f"{path}:{n} copies files from the build context ({line.strip()}), which "
                                   "--workspace-build does not send: build and push locally (make build push-image)")
-    common.import_sdk()
+    v1.import_sdk()
     from azureml.core import Environment
 
     env = Environment.from_dockerfile(args.environment, text)
@@ -193,7 +194,7 @@ def main(argv=None) -> None:
     if args.sdk == "v2":
         main_v2(args, local)
         return
-    common.import_sdk()
+    v1.import_sdk()
     if args.dry_run:
         from azureml.core._serialization_utils import _serialize_to_dict
 
@@ -207,14 +208,14 @@ def main(argv=None) -> None:
         return
     if args.workspace_build:
         env = workspace_build_environment(args)
-        ws = common.load_workspace(args)
+        ws = v1.load_workspace(args)
         registered = env.register(ws)
         print(f"registered environment {registered.name} version {registered.version}; building it in the "
               "workspace (several minutes)")
         registered.build(ws).wait_for_completion(show_output=True)
         return
     registry = container_registry(args)
-    ws = common.load_workspace(args)
+    ws = v1.load_workspace(args)
     acr_name, server = (None, args.registry) if args.registry else workspace_registry(ws, args.cloud)
     remote = f"{server}/{local}"
     if not args.skip_push:

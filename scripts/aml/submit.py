@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import common
+import v1
 
 LAUNCHER_DIR = Path(__file__).resolve().parent / "launcher"
 LAUNCHER = "train.py"
@@ -123,11 +124,11 @@ def dataset_for(args, datastore, *, validate=True):
 # --- dry run --------------------------------------------------------------------------------------------------------
 def offline_objects(args):
     """Workspace, dataset, environment and checkpoint output objects made without contacting Azure."""
-    common.import_sdk()
+    v1.import_sdk()
     import push_image
     from azureml.data.azure_storage_datastore import AzureBlobDatastore
 
-    ws, where = common.offline_workspace(args)
+    ws, where = v1.offline_workspace(args)
     name = args.datastore or common.DEFAULT_DATASTORE
     # Container and account are labels: the run configuration and the dataset refer to the datastore by name only.
     datastore = AzureBlobDatastore(ws, name, container_name="offline-dry-run", account_name="offline-dry-run")
@@ -209,10 +210,10 @@ def main(argv=None) -> None:
         submit_v2(args)
         return
     if args.dry_run:
-        common.import_sdk()
+        v1.import_sdk()
         print(json.dumps(dry_run(args), indent=2))
         return
-    ws = common.load_workspace(args)
+    ws = v1.load_workspace(args)
     from azureml.core import Experiment
 
     environment = registered_environment(ws, args)

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import common
+import v1
 
 
 def build_parser():
@@ -66,7 +67,7 @@ def main(argv=None) -> None:
     if args.sdk == "v2":
         main_v2(args)
         return
-    ws = common.load_workspace(args)
+    ws = v1.load_workspace(args)
     from azureml.core import Dataset, Datastore
 
     datastore = Datastore.get(ws, args.datastore) if args.datastore else ws.get_default_datastore()

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import common
+import v1
 
 
 def build_parser():
@@ -68,8 +69,8 @@ def main(argv=None) -> None:
         return
     if args.dry_run:
         raise common.AmlError("--dry-run is for --sdk v2 (make workspace AML_SDK=v2 DRY_RUN=1)")
-    core = common.import_sdk()
-    auth = common.make_auth(args)
+    core = v1.import_sdk()
+    auth = v1.make_auth(args)
     if args.location:
         ws = core.Workspace.create(name=c["workspace_name"], auth=auth, subscription_id=c["subscription_id"],
                                    resource_group=c["resource_group"], location=args.location,
