@@ -1,8 +1,14 @@
 """What every Azure ML control script shares: the tutorial's names, the workspace flags, sign-in, and error mapping.
 
-These scripts run on your machine and drive Azure ML: SDK v1 (azureml-core) by default, SDK v2 (azure-ai-ml, v2.py)
-with --sdk v2. They never run inside the image, and the training package never imports them. Every Azure call
-happens inside main(); importing a script does nothing.
+These scripts run on your machine and drive Azure ML. They never run inside the image, and the training package never
+imports them. Every Azure call happens inside main(); importing a script does nothing. The folder:
+
+    common.py        what both SDKs share: the tutorial's names, workspace flags and config, checkpoint paths, errors
+    v1.py            SDK v1 (azureml-core, the tutorial's and the default): sign-in, the workspace, its errors
+    v2.py            SDK v2 (azure-ai-ml): MLClient, the command job, the sweep, YAML for the dry runs
+    workspace.py compute.py upload_data.py push_image.py submit.py    one per make target; --sdk v1 | v2
+    sweep.py register_model.py deploy.py                              SDK v2 only
+    launcher/        the v1 run's entry script;  serving/  the online endpoint's scoring script
 
 Exit codes (the same for every script in scripts/aml/):
     0    done
