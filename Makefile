@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@touch $@
 
 # --- train ---------------------------------------------------------------------------------------------------------
-run: venv ## Train on $(DATA) in the image (--demo when $(DATA) holds no dataset); falls back to .venv without Docker.
+run: venv ## Train on $(DATA) in the image, building it first if there is none (--demo when $(DATA) holds no dataset; .venv, loudly, without Docker).
 	scripts/docker/run.sh "$(IMAGE):latest" "$(DATA)" "$(OUT)" $(ARGS)
 
 run-local: venv ## Train on $(DATA) in the local .venv, without Docker.
@@ -82,7 +82,7 @@ build: ## Build the image, tagged $(IMAGE):$(TAG) and $(IMAGE):latest.
 base-image-offline: ## Make the python:3.11-slim-bookworm stand-in from Debian packages, where no registry answers.
 	scripts/docker/base_image_offline.sh
 
-smoke: ## Train one epoch on generated data in the built image, as CI does.
+smoke: ## Train one epoch on generated data in the built image: a quick manual check after make build.
 	scripts/docker/smoke.sh "$(IMAGE):latest"
 
 shell: ## Open a shell in the image with $(DATA) and $(OUT) mounted.

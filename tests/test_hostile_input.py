@@ -3,7 +3,7 @@ failure.txt, and the outputs and checkpoints of an earlier run left byte for byt
 
 Runs `trainjob.cli.run` in this process (the same code `train` runs) so thirty cases cost seconds, not minutes.
 Policy for files among images: unreadable ones are skipped and counted in summary.json; a class left with no
-readable image fails (see README, "Bad data").
+readable image fails (see docs/data.md, "Bad data").
 """
 
 import errno
