@@ -86,11 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--recipe", default=d.recipe,
                     help="tutorial (the tutorial's exact training), fast (from scratch, CIFAR-sized images) or "
                     "transfer (an ImageNet-pretrained backbone: best for photos)")
-    hp.add_argument("--model", default=None, help=f"architecture (default: the recipe's; tutorial: {TutorialRecipe.arch})")
-    hp.add_argument("--learning_rate", type=float, default=None, help=f"SGD learning rate (default: {tutorial['learning_rate']})")
-    hp.add_argument("--momentum", type=float, default=None, help=f"SGD momentum (default: {tutorial['momentum']})")
-    hp.add_argument("--epochs", type=int, default=None, help=f"passes over the training set (default: {tutorial['epochs']})")
-    hp.add_argument("--batch_size", type=int, default=None, help=f"images per step per process (default: {tutorial['batch_size']})")
+    hp.add_argument("--model", default=None,
+                    help=f"architecture (default: the recipe's; tutorial: {TutorialRecipe.arch})")
+    hp.add_argument("--learning_rate", type=float, default=None,
+                    help=f"SGD learning rate (default: {tutorial['learning_rate']})")
+    hp.add_argument("--momentum", type=float, default=None,
+                    help=f"SGD momentum (default: {tutorial['momentum']})")
+    hp.add_argument("--epochs", type=int, default=None,
+                    help=f"passes over the training set (default: {tutorial['epochs']})")
+    hp.add_argument("--batch_size", type=int, default=None,
+                    help=f"images per step per process (default: {tutorial['batch_size']})")
     hp.add_argument("--image_size", type=int, default=None, help=f"pixels per side images are resized to (default: "
                     f"{tutorial['image_size']})")
     hp.add_argument("--width", type=int, default=None,

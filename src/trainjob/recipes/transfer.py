@@ -35,7 +35,7 @@ class Hyperparameters:
     momentum: float = 0.9  # Nesterov momentum
     epochs: int = 15  # passes over the cached features
     batch_size: int = 64  # feature rows per step per process
-    image_size: int = 256  # pixels per side the backbone sees (Lite0 was trained at 224; 256 scores higher: docs/benchmarks.md)
+    image_size: int = 256  # pixels per side the backbone sees (Lite0 trained at 224; 256 scores higher: benchmarks.md)
     weight_decay: float = 5e-4  # L2, coupled (SGD's weight_decay)
     label_smoothing: float = 0.1  # share of the target spread over all classes
     tail_lr_scale: float = 0.1  # --finetune: the pretrained last stage learns at this fraction of the head's lr
