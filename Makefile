@@ -37,7 +37,9 @@ data: venv ## Download the real CIFAR-10 (the tutorial's layout) into $(DATA), w
 	$(PY) scripts/get_cifar10.py "$(DATA)"
 
 # --- check ---------------------------------------------------------------------------------------------------------
-test: venv ## Run every test: unit, CLI, torchrun, and the real image in a Docker engine.
+test: venv ## Run every test: unit, CLI, torchrun, Azure offline, serving, and the real image in a Docker engine.
+	@if command -v npm >/dev/null; then $(MAKE) -s --no-print-directory azurite; \
+	else echo "make test: no npm, so no Azurite: the SDK v2 upload test will be skipped (make azurite)"; fi
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: venv ## Run the quick tests only (no image build, no slow end-to-end runs).

@@ -1,7 +1,6 @@
 """Start `train serve` (the real Azure ML inference server) on a free loopback port and talk to it over HTTP."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -9,12 +8,7 @@ import urllib.error
 import urllib.request
 
 from cli_runner import REPO, cli_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from loopback import free_port
 
 
 def request(url: str, data: bytes | None = None, content_type: str = "application/octet-stream",

@@ -7,12 +7,10 @@ connection.
 """
 
 import os
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from loopback import free_port, start_listening
 
 ROOT = Path(__file__).resolve().parents[1]
 AZURITE = ROOT / "build" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
@@ -37,27 +35,14 @@ def azurite(tmp_path_factory):
         if os.environ.get("TRAINJOB_REQUIRE_SERVERS") == "1":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     folder = tmp_path_factory.mktemp("azurite")
-    log = (folder / "azurite.log").open("w")
-    proc = subprocess.Popen([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
-                             str(folder), "--skipApiVersionCheck", "--silent"], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"Azurite did not start: {(folder / 'azurite.log').read_text()[-2000:]}", pytrace=False)
-            time.sleep(0.2)
+    proc = start_listening([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
+                            str(folder), "--skipApiVersionCheck", "--silent"], port, folder / "azurite.log", "Azurite",
+                           timeout=60)
     yield f"http://127.0.0.1:{port}/{ACCOUNT}"
     proc.kill()  # its data is throwaway; a SIGTERM'd Azurite takes over 10 s to close its connections
     proc.wait(timeout=10)
-    log.close()
 
 
 def test_the_folder_lands_under_datasets_cifar10_byte_for_byte_and_again_on_a_rerun(upload_data, azurite, tmp_path,

@@ -171,7 +171,8 @@ def test_export_in_the_image_writes_an_onnx_file_onnxruntime_runs(docker_client,
 @pytest.mark.slow
 def test_serve_in_the_image_read_only_as_a_non_root_user_scores_and_refuses_garbage(docker_client, image, trained):
     from datagen import write_image_folders
-    from serving import free_port, request
+    from loopback import free_port
+    from serving import request
 
     out, code, _ = trained
     assert code == 0

@@ -7,14 +7,13 @@ tests read back what arrived through MLflow's own client.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from cli_runner import REPO, cli_env, run_train, summary
+from loopback import free_port, start_listening
 
 from trainjob import mlflow_log
 
@@ -24,38 +23,18 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 RUN = ["--demo", "--epochs", "2", "--log_interval", "400", "--progress", "off", "--num_threads", "1"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 with a SQLite store and a local artifact store; its URI."""
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
-                             "--artifacts-destination", str(root / "artifacts")],
-                            cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"mlflow server exited {proc.returncode}: {(root / 'server.log').read_text()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        raise AssertionError("mlflow server did not listen within 120 s")
-    yield uri
+    proc = start_listening([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                            "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
+                            "--artifacts-destination", str(root / "artifacts")],
+                           port, root / "server.log", "mlflow server", cwd=root, start_new_session=True)
+    yield f"http://127.0.0.1:{port}"
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
-    log.close()
 
 
 def runs_named(client: MlflowClient, experiment: str, name: str):

@@ -64,9 +64,13 @@ def make_environment(name: str, image: str, interpreter: str = common.INTERPRETE
     return env
 
 
+def registry_credentials_given(args) -> bool:
+    return bool(args.registry_username or args.registry_identity_client_id or args.registry_identity_resource_id)
+
+
 def container_registry(args):
     """ContainerRegistry credentials for an external private registry, or None (workspace registry: none needed)."""
-    if not (args.registry_username or args.registry_identity_client_id or args.registry_identity_resource_id):
+    if not registry_credentials_given(args):
         return None
     if not args.registry:
         raise common.AmlError("registry credentials need --registry (the login server they belong to)")
@@ -164,8 +168,7 @@ def main_v2(args, local: str) -> None:
     a private registry elsewhere needs AcrPull for that identity (v2 environments carry no registry password)."""
     import v2
 
-    if args.workspace_build or args.registry_username or args.registry_identity_client_id \
-            or args.registry_identity_resource_id:
+    if args.workspace_build or registry_credentials_given(args):
         raise common.AmlError("--workspace-build and registry credentials are v1 flags: with --sdk v2 push the "
                               "image (make build push-image) and give the workspace's identity AcrPull on --registry")
     if args.dry_run:

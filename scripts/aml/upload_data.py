@@ -78,7 +78,6 @@ def main(argv=None) -> None:
     print(f"uploaded; submit with `make submit-aml` (mounts {datastore.name}/{args.target_path} as 'input')")
 
 
-# --- SDK v2 ---------------------------------------------------------------------------------------------------------
 def files_to_upload(src: str, target_path: str) -> list[tuple[Path, str]]:
     """(local file, blob name) for every file under src, in a stable order: the folder's layout under target_path."""
     root = Path(src)
@@ -87,6 +86,7 @@ def files_to_upload(src: str, target_path: str) -> list[tuple[Path, str]]:
     return [(p, f"{prefix}/{p.relative_to(root).as_posix()}") for p in files]
 
 
+# --- SDK v2 ---------------------------------------------------------------------------------------------------------
 def data_asset(name: str, datastore: str, target_path: str, src: str):
     """The uploaded folder as a v2 uri_folder data asset (the version is the service's next number)."""
     import v2
@@ -123,9 +123,9 @@ def upload(container, files: list[tuple[Path, str]], workers: int = 8) -> int:
     Returns the bytes sent. Any failed file stops the upload with its name: rerunning uploads everything again."""
     from concurrent.futures import ThreadPoolExecutor
 
-    total = sum(p.stat().st_size for p, _ in files)
-
     from azure.core.exceptions import AzureError
+
+    total = sum(p.stat().st_size for p, _ in files)
 
     def put(item):
         path, name = item

@@ -213,7 +213,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"--width sets the fast recipe's net; --recipe {cfg.recipe} trains its fixed {recipe.arch}: "
                         "leave --width out, or add --recipe fast")
     if cfg.precision == "bf16" and not recipe.bf16:
-        raise UserError(f"--precision bf16 applies to --recipe fast and transfer; --recipe {cfg.recipe} trains in "
+        with_bf16 = " and ".join(name for name, r in RECIPES.items() if r.bf16)
+        raise UserError(f"--precision bf16 applies to --recipe {with_bf16}; --recipe {cfg.recipe} trains in "
                         "fp32: leave --precision out, or add --recipe fast")
     if "backbone" not in recipe.defaults:
         transfer_only = (("--backbone", cfg.backbone), ("--finetune", cfg.finetune), ("--weights", cfg.weights),

@@ -21,8 +21,8 @@ from pathlib import Path
 from azureml_inference_server_http.api.aml_request import rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
 
-ENV_MODEL = "TRAINJOB_MODEL"
-ENV_MAX_BYTES = "TRAINJOB_SERVE_MAX_BYTES"
+from trainjob import contract
+
 MAX_IMAGES = 64  # per JSON request: each is decoded and held at once
 MAX_TOP = 1000
 
@@ -31,8 +31,8 @@ _saved: dict = {}
 
 
 def find_model() -> Path:
-    if os.environ.get(ENV_MODEL):
-        return Path(os.environ[ENV_MODEL])
+    if os.environ.get(contract.ENV_SERVE_MODEL):
+        return Path(os.environ[contract.ENV_SERVE_MODEL])
     root = Path(os.environ.get("AZUREML_MODEL_DIR", "."))
     found = sorted(root.rglob("model.pt"))
     if not found:
@@ -57,7 +57,7 @@ def _refuse(status: int, reason: str) -> AMLResponse:
 
 
 def _max_bytes() -> int:
-    return int(os.environ.get(ENV_MAX_BYTES, 20_000_000))
+    return int(os.environ.get(contract.ENV_SERVE_MAX_BYTES, 20_000_000))
 
 
 @rawhttp

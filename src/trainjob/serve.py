@@ -75,7 +75,7 @@ def run_server(model: str, host: str, port: str, workers: str) -> None:
 
     from trainjob import score
 
-    os.environ[score.ENV_MODEL] = model
+    os.environ[contract.ENV_SERVE_MODEL] = model
     # gunicorn keeps its workers' heartbeat files in the temp folder; under `docker run --read-only` with no tmpfs
     # only /dev/shm is writable.
     if not os.access(os.environ.get("TMPDIR", "/tmp"), os.W_OK) and os.access("/dev/shm", os.W_OK):
