@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 
 
 def one_step(precision: str, batch: int, width: int, steps_per_epoch: int) -> Callable[[], object]:
-    """FastRecipe.train_step (augmentation, forward, backward, SGD, Lookahead) on one random batch, as a callable."""
+    """FastRecipe.train_step (augmentation, forward, backward, SGD and Muon) on one random batch, as a callable."""
     torch.manual_seed(0)
     cfg = Namespace(**{**fast.FastRecipe.defaults, "batch_size": batch, "width": width, "precision": precision,
                        "seed": 0})

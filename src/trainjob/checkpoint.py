@@ -20,7 +20,7 @@ from trainjob.files import fsync_dir, save_torch
 from trainjob.recipes import RECIPES
 from trainjob.watchdog import beat
 
-FORMAT = "trainjob-checkpoint-2"  # 2: the tutorial recipe keeps its momentum buffers as a list
+FORMAT = "trainjob-checkpoint-3"  # 2: the tutorial recipe keeps its momentum buffers as a list; 3: fast uses Muon
 LATEST = "latest.pt"
 PREVIOUS = "previous.pt"
 # Flags that may change between a run and its resumption without changing the result.

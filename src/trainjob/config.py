@@ -89,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--model", default=None,
                     help=f"architecture (default: the recipe's; tutorial: {TutorialRecipe.arch})")
     hp.add_argument("--learning_rate", type=float, default=None,
-                    help=f"SGD learning rate (default: {tutorial['learning_rate']})")
+                    help=f"learning rate: SGD's; the fast recipe's Muon step for its conv filters (default: "
+                    f"{tutorial['learning_rate']})")
     hp.add_argument("--momentum", type=float, default=None,
-                    help=f"SGD momentum (default: {tutorial['momentum']})")
+                    help=f"momentum: SGD's; the fast recipe's Muon momentum (default: {tutorial['momentum']})")
     hp.add_argument("--epochs", type=int, default=None,
                     help=f"passes over the training set (default: {tutorial['epochs']})")
     hp.add_argument("--batch_size", type=int, default=None,
