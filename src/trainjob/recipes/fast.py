@@ -218,6 +218,7 @@ class FastRecipe(Recipe):
         self.step = 0  # optimiser steps taken
         # The last epoch always sees full-size images: the model is scored and used at that size.
         self.small_steps = min(HYP.small_epochs, cfg.epochs - 1) * self.steps_per_epoch
+        self.whiten_steps = HYP.whiten_bias_epochs * self.steps_per_epoch  # the whitening bias learns, then stays
         self.whitened = False  # the whitening filters are set from the first batch
 
         # The SGD groups' lrs are per image of a summed loss (airbench94_muon's), on the mean loss here: x batch size.
@@ -245,13 +246,13 @@ class FastRecipe(Recipe):
         return 1 - step / self.total_steps
 
     def lr_factor_whiten(self, step: int) -> float:
-        return max(0.0, 1 - step / (HYP.whiten_bias_epochs * self.steps_per_epoch))
+        return max(0.0, 1 - step / self.whiten_steps)
 
     def train_step(self, images, labels, generator, indices):
         if not self.whitened:
             self._init_whitening(images)
         factor = self.lr_factor(self.step)
-        whiten_on = self.step < HYP.whiten_bias_epochs * self.steps_per_epoch
+        whiten_on = self.step < self.whiten_steps
         if self.train_model is self.model:  # (DDP expects a gradient for every parameter it was given)
             # Once the whitening layer is frozen nothing before the first conv learns, so autograd skips the
             # first conv's input gradient and everything below it: ~8 % of a step. Same weights as lr 0.
