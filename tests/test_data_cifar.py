@@ -18,12 +18,12 @@ def test_tutorial_folder_prints_listing_and_loads_pixels_unchanged(tmp_path):
     assert "dataset: cifar-batches, 10 classes, 60 train / 30 test images (test: test_batch), 32x32 RGB, " \
            "0 skipped files" in lines
     assert ds.format == "cifar-batches" and ds.classes == datagen.CIFAR10_LABEL_NAMES
-    assert ds.train.images.shape == (60, 3, 32, 32) and ds.train.images.dtype == torch.uint8
-    assert ds.train.images.is_contiguous() and ds.train.labels.dtype == torch.int64
+    assert ds.train.inputs.shape == (60, 3, 32, 32) and ds.train.inputs.dtype == torch.uint8
+    assert ds.train.inputs.is_contiguous() and ds.train.labels.dtype == torch.int64
     assert (len(ds.train), len(ds.test)) == (60, 30)
     with open(batches / "data_batch_1", "rb") as f:
         first = pickle.load(f)
-    np.testing.assert_array_equal(ds.train.images[0].numpy().reshape(3072), first["data"][0])  # R, G, B planes
+    np.testing.assert_array_equal(ds.train.inputs[0].numpy().reshape(3072), first["data"][0])  # R, G, B planes
     assert ds.train.labels[0].item() == first["labels"][0]
 
 
@@ -34,7 +34,7 @@ def test_batch_files_given_directly_with_python2_bytes_keys(tmp_path):
     ds, lines = load(tmp_path / "bytes")
     assert f"layout: cifar-batches at {tmp_path / 'bytes'}" in lines
     assert ds.classes == reference.classes
-    assert torch.equal(ds.train.images, reference.train.images) and torch.equal(ds.test.labels, reference.test.labels)
+    assert torch.equal(ds.train.inputs, reference.train.inputs) and torch.equal(ds.test.labels, reference.test.labels)
 
 
 def test_newest_pickle_protocol_is_read_too(tmp_path):
@@ -44,7 +44,7 @@ def test_newest_pickle_protocol_is_read_too(tmp_path):
             obj = pickle.load(f)
         (batches / name).write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))  # numpy via _frombuffer
     datagen.write_cifar_batches(tmp_path / "p2")
-    assert torch.equal(load(tmp_path / "p5")[0].train.images, load(tmp_path / "p2")[0].train.images)
+    assert torch.equal(load(tmp_path / "p5")[0].train.inputs, load(tmp_path / "p2")[0].train.inputs)
 
 
 def test_tar_gz_alone_is_read_in_place(tmp_path):
@@ -53,7 +53,7 @@ def test_tar_gz_alone_is_read_in_place(tmp_path):
     reference, _ = load(tmp_path / "folder")
     ds, _ = load(tmp_path / "tar")
     assert ds.format == "cifar-tar"
-    assert torch.equal(ds.train.images, reference.train.images) and torch.equal(ds.test.images, reference.test.images)
+    assert torch.equal(ds.train.inputs, reference.train.inputs) and torch.equal(ds.test.inputs, reference.test.inputs)
     assert os.listdir(tmp_path / "tar") == ["cifar-10-python.tar.gz"], "nothing is extracted next to the archive"
 
 
@@ -67,7 +67,7 @@ def test_missing_meta_uses_cifar10_names_and_meta_sets_class_count(tmp_path):
 def test_other_image_size_resizes_the_whole_tensor(tmp_path):
     datagen.write_cifar_batches(tmp_path)
     ds, lines = load(tmp_path, image_size=48)
-    assert ds.train.images.shape == (60, 3, 48, 48) and ds.image_size == (48, 48)
+    assert ds.train.inputs.shape == (60, 3, 48, 48) and ds.image_size == (48, 48)
     assert any("resizing CIFAR images from 32x32 to 48x48" in line for line in lines)
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from trainjob import preprocess
 from trainjob.data import decode
 from trainjob.errors import DataError
 
@@ -35,7 +36,7 @@ def test_train_and_test_or_val_folders(tmp_path, split):
     assert ds.format == "image-folders" and ds.test_split == split
     assert ds.classes == ["cat", "dog", "ship"], "class order = sorted folder names"
     assert (len(ds.train), len(ds.test)) == (36, 12)
-    assert ds.train.images.shape == (36, 3, 32, 32) and ds.train.images.dtype == torch.uint8
+    assert ds.train.inputs.shape == (36, 3, 32, 32) and ds.train.inputs.dtype == torch.uint8
     assert torch.bincount(ds.test.labels).tolist() == [4, 4, 4]
     assert "dataset: image-folders, 3 classes, 36 train / 12 test images" in lines[-1]
 
@@ -48,8 +49,8 @@ def test_single_tree_is_split_per_class_by_seed(tmp_path):
     assert first.format == "image-folder-split" and first.test_split == "held-out 25% per class (seed 1)"
     assert torch.bincount(first.test.labels).tolist() == [4, 4, 4]
     assert torch.bincount(first.train.labels).tolist() == [12, 12, 12]
-    assert torch.equal(first.test.images, again.test.images)
-    assert not torch.equal(first.test.images, other.test.images)
+    assert torch.equal(first.test.inputs, again.test.inputs)
+    assert not torch.equal(first.test.inputs, other.test.inputs)
 
 
 def test_train_alone_holds_out_part_of_train(tmp_path):
@@ -68,7 +69,7 @@ def test_every_mode_size_and_extension_becomes_rgb_at_image_size(tmp_path):
     assert {".png", ".JPG", ".jpeg", ".tif", ".TIFF"} <= names
     ds, _ = load(tmp_path, image_size=24)
     assert ds.skipped == [] and (len(ds.train), len(ds.test)) == (36, 12)
-    assert ds.train.images.shape == (36, 3, 24, 24)
+    assert ds.train.inputs.shape == (36, 3, 24, 24)
 
 
 def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
@@ -77,7 +78,7 @@ def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
         for i in range(2):
             Image.fromarray(np.full((8, 8), value, np.uint16)).save(tmp_path / cls / f"{i}.png")
     ds, _ = load(tmp_path, image_size=8)
-    pairs = zip(ds.train.images, ds.train.labels, strict=True)
+    pairs = zip(ds.train.inputs, ds.train.labels, strict=True)
     means = {ds.classes[int(label)]: int(img.float().mean()) for img, label in pairs}
     assert means == {"full": 255, "half": 128}
 
@@ -105,7 +106,7 @@ def test_cache_hit_skips_decoding_and_a_changed_file_invalidates_it(tmp_path, mo
     monkeypatch.setattr("trainjob.data.folders.decode_all", no_decoding)
     second, lines = load(data, cache_dir=str(cache_dir))
     assert f"cache hit: {first.cache} (decoding skipped)" in lines
-    assert torch.equal(second.train.images, first.train.images) and second.classes == first.classes
+    assert torch.equal(second.train.inputs, first.train.inputs) and second.classes == first.classes
     monkeypatch.undo()
 
     changed = data / "train" / "cat" / "cat_000.png"
@@ -161,14 +162,14 @@ def test_unreadable_file_is_skipped(tmp_path):
 def test_permission_denied_is_skipped_even_as_root(tmp_path, monkeypatch):
     datagen.write_image_folders(tmp_path)
     locked = str(tmp_path / "train" / "dog" / "dog_003.png")
-    real_open = decode.Image.open
+    real_open = preprocess.Image.open
 
     def open_as_unprivileged_user(path, *args, **kwargs):
         if str(path) == locked:
             raise PermissionError(13, "Permission denied", path)
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(decode.Image, "open", open_as_unprivileged_user)
+    monkeypatch.setattr(preprocess.Image, "open", open_as_unprivileged_user)
     ds, _ = load(tmp_path)
     assert ds.skipped == [{"path": os.path.join("train", "dog", "dog_003.png"), "reason": "permission denied"}]
 
@@ -226,7 +227,7 @@ def test_parallel_decoding_matches_in_process(tmp_path, monkeypatch):
     assert images.shape == (48, 3, 32, 32) and failures == {}
     assert lines and lines[0].startswith("decoding images: 16/48 (")
     parallel, _ = load(tmp_path)
-    assert torch.equal(parallel.train.images, serial.train.images)
+    assert torch.equal(parallel.train.inputs, serial.train.inputs)
 
 
 def _die(paths, size):
@@ -318,7 +319,7 @@ def test_a_malformed_cache_file_is_decoded_again_not_trusted(tmp_path, spoil):
         np.savez(path, **arrays)  # the right key, wrong contents
     again, lines = load(data, cache_dir=str(cache_dir))
     assert not any(line.startswith("cache hit") for line in lines)
-    assert torch.equal(again.train.images, first.train.images)
+    assert torch.equal(again.train.inputs, first.train.inputs)
 
 
 @pytest.mark.parametrize("name, payload", [

@@ -66,10 +66,10 @@ def test_demo_data_is_generated_and_learnable(tmp_path):
     assert (len(ds.train), len(ds.test), len(ds.classes)) == (5000, 1000, 10)
     assert torch.bincount(ds.train.labels).tolist() == [500] * 10
     again, _ = load(None, demo=True)
-    assert torch.equal(again.train.images, ds.train.images), "same seed, same images"
+    assert torch.equal(again.train.inputs, ds.train.inputs), "same seed, same images"
     # A nearest-class-mean classifier on mean colour (3 numbers per image) already beats chance (10%) by far.
-    colour = ds.train.images.float().mean(dim=(2, 3))  # (N, 3)
+    colour = ds.train.inputs.float().mean(dim=(2, 3))  # (N, 3)
     means = torch.stack([colour[ds.train.labels == c].mean(0) for c in range(10)])  # (10, 3)
-    test_colour = ds.test.images.float().mean(dim=(2, 3))
+    test_colour = ds.test.inputs.float().mean(dim=(2, 3))
     predicted = torch.cdist(test_colour, means).argmin(1)
     assert (predicted == ds.test.labels).float().mean() > 0.5

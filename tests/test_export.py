@@ -63,7 +63,7 @@ def test_onnxruntime_agrees_with_predict_on_every_test_image_at_batch_1_7_and_16
     top1 = [json.loads(line)["top"][0]["class"] for line in predicted.stdout.splitlines()]
 
     from trainjob.predict import load_model
-    from trainjob.recipes.base import normalize
+    from trainjob.preprocess import normalize
 
     model, saved = load_model(str(model_pt))
     with torch.inference_mode():

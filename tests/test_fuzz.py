@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from trainjob.data import cifar, decode
+from trainjob import preprocess
+from trainjob.data import cifar
 from trainjob.data.safe_pickle import load_cifar_pickle
 from trainjob.errors import DataError
 
@@ -87,8 +88,8 @@ def test_the_image_decoder_takes_any_damage_to_a_real_image(tmp_path, fmt):
         path = tmp_path / f"x.{fmt.lower()}"
         path.write_bytes(data)
         try:
-            out = decode.decode_file(str(path), 16)
-        except decode.UnreadableImage:
+            out = preprocess.decode_file(str(path), 16)
+        except preprocess.UnreadableImage:
             return
         assert out.shape == (3, 16, 16) and out.dtype == np.uint8
 
@@ -101,6 +102,6 @@ def test_the_image_decoder_takes_any_bytes(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("fuzz") / "x.jpg"
     path.write_bytes(data)
     try:
-        decode.decode_file(str(path), 16)
-    except decode.UnreadableImage:
+        preprocess.decode_file(str(path), 16)
+    except preprocess.UnreadableImage:
         pass

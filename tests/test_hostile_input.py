@@ -26,7 +26,7 @@ from datagen import (
     write_tar_members,
 )
 
-from trainjob import cli, files
+from trainjob import atomic, cli
 
 EARLIER = {"model.pt": b"earlier model", "summary.json": b'{"test_accuracy": 0.5}',
            "checkpoints/latest.pt": b"earlier checkpoint"}
@@ -306,7 +306,7 @@ def test_full_disk_while_writing_results_keeps_the_earlier_ones(tmp_path, capsys
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
 
-    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
     code, err = _run(["--data_path", _cifar(tmp_path), "--output_dir", out, "--epochs", "1", "--progress", "off"],
                      capsys)
     _assert_one_line_exit_2(code, err, "no space left on the device while writing", out)

@@ -223,7 +223,7 @@ def test_a_second_run_into_a_busy_output_folder_is_refused_and_the_first_finishe
 
 
 def test_every_rename_is_followed_by_a_fsync_of_its_folder(tmp_path, monkeypatch):
-    from trainjob import files
+    from trainjob import atomic
 
     synced = []
     real = os.fsync
@@ -232,8 +232,8 @@ def test_every_rename_is_followed_by_a_fsync_of_its_folder(tmp_path, monkeypatch
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         return real(fd)
 
-    monkeypatch.setattr(files.os, "fsync", fsync)
-    files.write_json(tmp_path / "summary.json", {"a": 1})
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    atomic.write_json(tmp_path / "summary.json", {"a": 1})
     assert synced[-1] == str(tmp_path), synced  # the file's data first, then its directory entry
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from trainjob import contract
+from trainjob.atomic import fsync_dir, save_torch
 from trainjob.config import Config
 from trainjob.errors import UserError
-from trainjob.files import fsync_dir, save_torch
 from trainjob.recipes import RECIPES
 from trainjob.watchdog import beat
 

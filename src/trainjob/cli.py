@@ -15,7 +15,7 @@ import traceback
 
 from trainjob import contract
 from trainjob.errors import DivergedError, Stopped, UserError
-from trainjob.files import write_failure
+from trainjob.outputs import resolve_output_dir, write_failure
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,11 +93,7 @@ def _output_dir_guess(argv: list[str]) -> str:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--output_dir")
     known, _ = p.parse_known_args(argv)
-    if known.output_dir:
-        return known.output_dir
-    if os.environ.get(contract.ENV_AZUREML_RUN_ID):
-        return contract.AZUREML_OUTPUT_DIR
-    return os.environ.get(contract.ENV_OUTPUT_DIR) or contract.DEFAULT_OUTPUT_DIR
+    return resolve_output_dir(known.output_dir, os.environ)
 
 
 if __name__ == "__main__":

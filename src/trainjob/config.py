@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trainjob import backbones, contract
 from trainjob.errors import UserError
+from trainjob.outputs import resolve_output_dir
 
 # Hyperparameters whose defaults come from the recipe (see recipes/): None here means "the recipe decides".
 RECIPE_DEFAULTED = ("learning_rate", "momentum", "epochs", "batch_size", "image_size", "width", "backbone")
@@ -149,12 +150,7 @@ def parse_args(argv: list[str] | None = None, environ: dict[str, str] | None = N
     cfg = Config(**{k: v for k, v in vars(ns).items() if k != "output_dir"})
     cfg.data_path = ns.data_path or environ.get(contract.ENV_DATA_PATH) or None
     cfg.cache_dir = ns.cache_dir or environ.get(contract.ENV_CACHE_DIR) or None
-    if ns.output_dir:
-        cfg.output_dir = ns.output_dir
-    elif environ.get(contract.ENV_AZUREML_RUN_ID):
-        cfg.output_dir = contract.AZUREML_OUTPUT_DIR  # Azure ML uploads ./outputs, whatever the image's OUTPUT_DIR
-    else:
-        cfg.output_dir = environ.get(contract.ENV_OUTPUT_DIR) or contract.DEFAULT_OUTPUT_DIR
+    cfg.output_dir = resolve_output_dir(ns.output_dir, environ)
     apply_recipe_defaults(cfg)
     validate(cfg)
     return cfg

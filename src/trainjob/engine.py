@@ -78,7 +78,7 @@ def _confusion(recipe: Recipe, split: Split, num_classes: int, device: torch.dev
             return None
         beat("evaluating")
         stop = min(start + EVAL_CHUNK, hi)
-        predicted = recipe.eval_logits(split.images[start:stop].to(device)).argmax(1).cpu()
+        predicted = recipe.eval_logits(split.inputs[start:stop].to(device)).argmax(1).cpu()
         truth = split.labels[start:stop]
         confusion += torch.bincount(truth * num_classes + predicted, minlength=num_classes ** 2).view(
             num_classes, num_classes)
@@ -127,7 +127,7 @@ class Trainer:
             while pos.step < self.steps:
                 idx = order[pos.step * cfg.batch_size:(pos.step + 1) * cfg.batch_size]
                 # index_select: at 4 images per step, a quarter of the cost of images[idx]
-                images = self.data.train.images.index_select(0, idx).to(self.device, non_blocking=True)
+                images = self.data.train.inputs.index_select(0, idx).to(self.device, non_blocking=True)
                 labels = self.data.train.labels.index_select(0, idx).to(self.device, non_blocking=True)
                 loss = self.recipe.train_step(images, labels, self.generator, idx).item()
                 if not math.isfinite(loss):
@@ -208,7 +208,7 @@ def strided(split: Split, at_most: int | None) -> Split:
     if at_most is None or len(split) <= at_most:
         return split
     step = math.ceil(len(split) / at_most)
-    return Split(split.images[::step], split.labels[::step])
+    return Split(split.inputs[::step], split.labels[::step])
 
 
 def accuracy(confusion: torch.Tensor) -> float:

@@ -24,7 +24,7 @@ OPSET = 18  # the dynamo exporter's default in torch 2.14; onnxruntime 1.32 runs
 
 
 class RawImageClassifier(nn.Module):
-    """uint8 (N, 3, H, W) -> class scores, normalising exactly as `predict` does (recipes.base.normalize)."""
+    """uint8 (N, 3, H, W) -> class scores, normalising exactly as `predict` does (preprocess.normalize)."""
 
     def __init__(self, model: nn.Module, mean, std):
         super().__init__()

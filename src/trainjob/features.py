@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from trainjob.atomic import save_npz
 from trainjob.data.dataset import Dataset, Split
 from trainjob.data.decode import Progress, decode_chunk
 from trainjob.errors import UserError
-from trainjob.files import save_npz
 from trainjob.runtime import Distributed, cpu_quota
 
 FEATURE_VERSION = 1  # bump when what a row holds changes, so stored features are never misread
@@ -78,7 +78,7 @@ def _read_npz(path: Path, key: str) -> dict[str, np.ndarray] | None:
 
 
 def _write_npz(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic (files.atomic_write), so a killed run never leaves half a chunk; a full disk is a one-line error."""
+    """Atomic (atomic.atomic_write), so a killed run never leaves half a chunk; a full disk is a one-line error."""
     save_npz(path, {"key": np.array(key), **arrays})
 
 
@@ -108,12 +108,12 @@ class FeatureExtractor:
 
         def rows(split: Split, name: str) -> torch.Tensor:
             def chunk_pixels(indices: range):
-                pixels = split.images[indices.start:indices.stop]
+                pixels = split.inputs[indices.start:indices.stop]
                 if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
                     pixels = resize_images(pixels, self.image_size)
                 return pixels, {}
 
-            digest = hashlib.sha256(split.images.numpy().tobytes()).hexdigest()  # ~0.4 s for CIFAR-10's 60,000
+            digest = hashlib.sha256(split.inputs.numpy().tobytes()).hexdigest()  # ~0.4 s for CIFAR-10's 60,000
             found, _ = self._extract(len(split), f"{dataset.source}\0{name}\0{digest}", chunk_pixels)
             return torch.from_numpy(found)
 

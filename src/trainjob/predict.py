@@ -48,7 +48,7 @@ def load_model(path: str):
 
 def read_image(path: str, size: int) -> torch.Tensor:
     """One image file -> (3, size, size) uint8, prepared exactly as training prepared image folders."""
-    from trainjob.data.decode import UnreadableImage, decode_file
+    from trainjob.preprocess import UnreadableImage, decode_file
 
     try:
         return torch.tensor(decode_file(path, size))  # a copy: PIL's buffer is read-only
@@ -59,7 +59,7 @@ def read_image(path: str, size: int) -> torch.Tensor:
 def classify(model, saved: dict, batch: torch.Tensor, top: int) -> list[list[tuple[str, float]]]:
     """(B, 3, S, S) uint8 -> for each image its `top` (class, probability) pairs, best first. `train serve` and
     `train predict` both call this, so a served image is prepared and scored exactly as predict does it."""
-    from trainjob.recipes.base import normalize
+    from trainjob.preprocess import normalize
 
     norm = saved["normalization"]
     with torch.inference_mode():

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from trainjob import contract
+from trainjob.atomic import atomic_write, write_json
 from trainjob.engine import accuracy
-from trainjob.files import atomic_write, write_json
 
 
 def write_summary(output_dir: Path, summary: dict) -> None:

@@ -103,8 +103,8 @@ def _score_json(body: bytes, top: int) -> AMLResponse:
 def _score(files: list[bytes], top: int, single: bool) -> AMLResponse:
     import torch
 
-    from trainjob.data.decode import UnreadableImage, decode_file
     from trainjob.predict import classify
+    from trainjob.preprocess import UnreadableImage, decode_file
 
     if not 1 <= top <= MAX_TOP:
         return _refuse(400, f"top must be 1 to {MAX_TOP}, got {top}")

@@ -56,7 +56,7 @@ class Watchdog:
 def exit_stalled(output_dir: str | os.PathLike | None) -> Callable[[str], None]:
     """What a stall does in a real run: the reason on stderr and in failure.txt, then exit 4 at once (the stuck
     thread cannot be unwound)."""
-    from trainjob.files import write_failure
+    from trainjob.outputs import write_failure
 
     def stalled(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

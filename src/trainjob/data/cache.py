@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainjob.atomic import save_npz
 from trainjob.errors import UserError
-from trainjob.files import save_npz
 
 CACHE_VERSION = 2  # bump when the decoding policy or the key changes, so old caches are never read (2: ctime, inode)
 DEFAULT_CACHE_DIR = Path("~/.cache/trainjob")
@@ -88,7 +88,7 @@ def _well_formed(arrays: dict[str, np.ndarray]) -> bool:
 
 
 def save(path: Path, arrays: dict[str, np.ndarray], key: str, log: Callable[[str], None]) -> bool:
-    """Write atomically (files.atomic_write): a killed run never leaves half a cache, and a cache never stops a run
+    """Write atomically (atomic.atomic_write): a killed run never leaves half a cache, and a cache never stops a run
     (not even on a full disk)."""
     try:
         save_npz(path, {"key": np.array(key), **arrays})

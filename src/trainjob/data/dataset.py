@@ -11,7 +11,7 @@ MAX_CLASSES = 1000
 
 @dataclass
 class Split:
-    images: torch.Tensor  # (N, 3, H, W) uint8, contiguous; for --recipe transfer, backbone features (N, ...)
+    inputs: torch.Tensor  # (N, 3, H, W) uint8 pixels, contiguous; for --recipe transfer, backbone feature rows (N, ...)
     labels: torch.Tensor  # (N,) int64, values in [0, num_classes)
 
     def __len__(self) -> int:
@@ -35,7 +35,7 @@ class Dataset:
     def image_size(self) -> tuple[int, int]:
         if self.input_size is not None:
             return self.input_size
-        return int(self.train.images.shape[2]), int(self.train.images.shape[3])
+        return int(self.train.inputs.shape[2]), int(self.train.inputs.shape[3])
 
     def describe(self) -> dict:
         """The summary printed at start and stored in summary.json."""

@@ -197,7 +197,7 @@ def stratified_split(labels: np.ndarray, num_classes: int, val_fraction: float,
 
 def _split(images: torch.Tensor, labels: torch.Tensor, index: np.ndarray) -> Split:
     idx = torch.from_numpy(index.astype(np.int64))
-    return Split(images=images[idx].contiguous(), labels=labels[idx].contiguous())
+    return Split(inputs=images[idx].contiguous(), labels=labels[idx].contiguous())
 
 
 def load_image_folders(layout: Layout, *, image_size: int, val_fraction: float, seed: int, cache_dir: str | None,

@@ -62,6 +62,6 @@ def make_demo_dataset(*, image_size: int = DEMO_IMAGE_SIZE, seed: int = 0, n_tra
         labels = balanced_labels(n, num_classes, rng)
         pixels = pattern_images(labels, num_classes, (image_size, image_size), rng)  # (N, H, W, 3)
         images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W) uint8
-        splits.append(Split(images=images, labels=torch.from_numpy(labels)))
+        splits.append(Split(inputs=images, labels=torch.from_numpy(labels)))
     return Dataset(train=splits[0], test=splits[1], classes=class_names(num_classes), format="synthetic",
                    source="generated", test_split="generated test set", synthetic=True)

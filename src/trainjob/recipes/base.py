@@ -4,7 +4,6 @@ The engine owns data order, logging, checkpoints and distribution; a recipe owns
 recipe as uint8 tensors (B, 3, H, W); normalisation and augmentation happen here, on whole batches.
 """
 
-import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -13,18 +12,7 @@ from torch import nn
 
 from trainjob.data import Dataset, load_dataset
 from trainjob.models import build_model
-
-
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """(B, 3, H, W) uint8 -> float32, as torchvision's ToTensor() then Normalize(mean, std) computes it."""
-    m, s = _channel_stats(tuple(mean), tuple(std), images.device)
-    return images.float().div_(255).sub_(m).div_(s)
-
-
-@functools.lru_cache(maxsize=8)
-def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
-    """(1, C, 1, 1) float32 mean and std, made once: at batch 4 building them each step costs as much as using them."""
-    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+from trainjob.preprocess import normalize
 
 
 class Recipe:

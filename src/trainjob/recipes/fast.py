@@ -21,7 +21,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from trainjob.recipes.base import Recipe, normalize
+from trainjob.preprocess import normalize
+from trainjob.recipes.base import Recipe
 
 
 @dataclass(frozen=True)

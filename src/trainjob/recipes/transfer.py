@@ -23,8 +23,9 @@ from trainjob import backbones
 from trainjob.data import load_dataset
 from trainjob.data.cache import resolve_cache_dir
 from trainjob.features import FeatureExtractor
-from trainjob.files import checkpoint_dir
-from trainjob.recipes.base import Recipe, normalize
+from trainjob.outputs import checkpoint_dir
+from trainjob.preprocess import normalize
+from trainjob.recipes.base import Recipe
 from trainjob.recipes.fast import choose_precision
 
 

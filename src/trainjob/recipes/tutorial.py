@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from trainjob.recipes.base import Recipe, normalize
+from trainjob.preprocess import normalize
+from trainjob.recipes.base import Recipe
 from trainjob.recipes.net_sgd import NetSGD
 
 # Below this many images per step, Net trains fastest on one thread, with PyTorch's plain convolution rather than

@@ -1,21 +1,25 @@
-"""Writing results safely: an output folder checked up front, atomic replaces, and a full disk named as such.
-
-Every result is written to a temporary file in the same folder, fsynced, then os.replace()d over the old one, so a
-crash, SIGKILL or full disk mid-write never leaves a truncated model.pt or checkpoint behind.
-"""
+"""The output folder: where it is, proven writable before any work, locked against a second run, and the
+failure.txt a failed run leaves in it."""
 
 import contextlib
-import errno
-import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-
 from trainjob import contract
+from trainjob.atomic import atomic_write
 from trainjob.errors import UserError
+
+
+def resolve_output_dir(flag: str | None, environ: Mapping[str, str]) -> str:
+    """--output_dir, else ./outputs inside an Azure ML run (which uploads it, whatever the image's OUTPUT_DIR), else
+    $OUTPUT_DIR, else the default."""
+    if flag:
+        return flag
+    if environ.get(contract.ENV_AZUREML_RUN_ID):
+        return contract.AZUREML_OUTPUT_DIR
+    return environ.get(contract.ENV_OUTPUT_DIR) or contract.DEFAULT_OUTPUT_DIR
 
 
 def prepare_output_dir(path: str) -> Path:
@@ -58,38 +62,6 @@ def prepare_checkpoint_dir(cfg, output_dir: Path) -> Path:
     return folder
 
 
-def atomic_write(path: Path, write: Callable[[object], None], binary: bool = True) -> None:
-    """Write path through write(file) into a temp file beside it, fsync, then replace path in one step."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results should read like any file the user writes
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(f"no space left on the device while writing {path}: free some space or pass "
-                            "--output_dir on a larger disk (earlier results were left untouched)") from None
-        raise
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in folder durable: until its directory entry is on disk, a power cut can undo the rename."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def output_dir_lock(out: Path, enabled: bool = True):
     """Hold <out>/.lock while the block runs (the kernel drops it if the process dies, even by SIGKILL): a second
@@ -125,27 +97,6 @@ def _lock(out: Path) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}\n".encode())
     return fd
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def save_torch(obj, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def save_npz(path: Path, arrays: dict) -> None:
-    """numpy arrays as one .npz, atomically (np.load(allow_pickle=False) reads it back)."""
-    import numpy as np
-
-    atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda f: json.dump(obj, f, indent=2, sort_keys=False, default=str), binary=False)
 
 
 def write_failure(output_dir: str | os.PathLike | None, message: str) -> None:
