@@ -8,10 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from trainjob import optim
+from trainjob.augment import alternating_flips, augment
 from trainjob.config import parse_args
 from trainjob.models import build_model
 from trainjob.recipes import RECIPES, fast
-from trainjob.recipes.fast import FastRecipe, augment, choose_precision
+from trainjob.recipes.fast import FastRecipe
+from trainjob.runtime import choose_precision
 
 CPU = torch.device("cpu")
 
@@ -110,12 +113,12 @@ def test_augmentation_matches_reflect_pad_crop_and_flip_per_image():
 
 def test_alternating_flips_show_each_image_both_ways_over_two_epochs():
     indices = torch.arange(1000)
-    first, second = fast.alternating_flips(indices, 0, seed=0), fast.alternating_flips(indices, 1, seed=0)
+    first, second = alternating_flips(indices, 0, seed=0), alternating_flips(indices, 1, seed=0)
     assert torch.equal(second, ~first)
-    assert torch.equal(fast.alternating_flips(indices, 2, seed=0), first)
+    assert torch.equal(alternating_flips(indices, 2, seed=0), first)
     assert 0.45 < first.float().mean() < 0.55  # a fair coin per image...
-    assert torch.equal(fast.alternating_flips(indices.flip(0), 0, seed=0), first.flip(0))  # ...tied to the image
-    other_seed = fast.alternating_flips(indices, 0, seed=1)
+    assert torch.equal(alternating_flips(indices.flip(0), 0, seed=0), first.flip(0))  # ...tied to the image
+    other_seed = alternating_flips(indices, 0, seed=1)
     assert 0.4 < (other_seed == first).float().mean() < 0.6  # and independent across seeds
 
 
@@ -244,7 +247,7 @@ def test_epochs_before_the_last_score_a_strided_subset_and_the_last_all(small_ne
 def test_orthogonalize_brings_every_singular_value_near_one():
     g = torch.randn(48, 216, generator=torch.Generator().manual_seed(0)) * torch.logspace(-3, 1, 216)  # ill-conditioned
     for matrix in (g, g.T):  # wide and tall
-        singular = torch.linalg.svdvals(fast.orthogonalize(matrix, 3, torch.float32))
+        singular = torch.linalg.svdvals(optim.orthogonalize(matrix, 3, torch.float32))
         assert singular.min() > 0.3 and singular.max() < 1.3, singular
     assert torch.linalg.svdvals(g).max() / torch.linalg.svdvals(g).min() > 20  # the input's spread 20x and more
 

@@ -72,7 +72,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(runtime.cpu_quota())  # as train does: the container's CPU quota
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; --precision auto picks "
-          f"{fast.choose_precision('auto', CPU)} here")
+          f"{runtime.choose_precision('auto', CPU)} here")
     print(f"{'widths':>14}{'precision':>11}{'ms/step':>9}{'img/s':>7}")
     widths = fast.net_widths(args.width)
     seconds = {}
@@ -82,7 +82,7 @@ def main() -> None:
               f"{args.batch_size / seconds[precision]:7.0f}", flush=True)
     print(f"bf16 takes {seconds['bf16'] / seconds['fp32']:.2f}x the time of fp32 per step")
     if args.profile:
-        profile(fast.choose_precision("auto", CPU), args.batch_size, args.width)
+        profile(runtime.choose_precision("auto", CPU), args.batch_size, args.width)
 
 
 if __name__ == "__main__":

@@ -115,3 +115,19 @@ def torch_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def choose_precision(requested: str, device: torch.device) -> str:
+    """'bf16' where the hardware does bf16 natively, else 'fp32'; an explicit request is honoured as given.
+
+    CPUs without native bf16 (no AVX512-BF16 / AMX / ARM BF16) emulate it in oneDNN, which is slower than fp32.
+    """
+    if requested in ("fp32", "bf16"):
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+        native = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
+        return "bf16" if any(caps.get(name, False) for name in native) else "fp32"
+    return "fp32"

@@ -21,8 +21,11 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from trainjob.augment import alternating_flips, augment, downscale
+from trainjob.optim import Muon
 from trainjob.preprocess import normalize
 from trainjob.recipes.base import Recipe
+from trainjob.runtime import choose_precision
 
 
 @dataclass(frozen=True)
@@ -72,72 +75,9 @@ def net_widths(width: int) -> tuple[int, int, int]:
     return width, 4 * width, 4 * width
 
 
-def choose_precision(requested: str, device: torch.device) -> str:
-    """'bf16' where the hardware does bf16 natively, else 'fp32'; an explicit request is honoured as given.
-
-    CPUs without native bf16 (no AVX512-BF16 / AMX / ARM BF16) emulate it in oneDNN, which is slower than fp32.
-    """
-    if requested in ("fp32", "bf16"):
-        return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-        native = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
-        return "bf16" if any(caps.get(name, False) for name in native) else "fp32"
-    return "fp32"
-
-
-def alternating_flips(indices: torch.Tensor, epoch: int, seed: int) -> torch.Tensor:
-    """Which images of a batch to mirror (bool, one per dataset index): airbench's alternating flip.
-
-    Each image has a fixed random side, a hash of its index and the seed; odd epochs show every image the other way.
-    Over two epochs each image is seen both ways, where independent coin flips would repeat a side half the time.
-    """
-    x = (indices.long() ^ (seed * 0x9E3779B1)) & 0xFFFFFFFF
-    for multiplier in (0x85EBCA6B, 0xC2B2AE35):  # murmur3's 32-bit finaliser: every input bit moves every output bit
-        x = ((x ^ (x >> 16)) * multiplier) & 0xFFFFFFFF
-    return ((x ^ (x >> 16)) & 1).bool() ^ bool(epoch % 2)
-
-
-def augment(images: torch.Tensor, generator: torch.Generator, translate: int, flips: torch.Tensor | None
-            ) -> torch.Tensor:
-    """Random per-image shift (reflect padding) and the given horizontal flips (bool per image, None: none):
-    (B, C, H, W) uint8 -> the same, channels-last.
-
-    One gather for the whole batch: each image gets its own row and column index maps, shifted by its offsets,
-    reflected at the border and reversed for flipped images. No padding copy, no per-image Python.
-    """
-    b, _, h, w = images.shape
-    dev = images.device
-    shift = torch.randint(-translate, translate + 1, (2, b), generator=generator).to(dev)  # (2, B) pixels
-    flips = flips.to(dev) if flips is not None else torch.zeros(b, dtype=torch.bool, device=dev)
-    rows = _reflect(torch.arange(h, device=dev) + shift[0, :, None], h)  # (B, H)
-    cols = _reflect(torch.arange(w, device=dev) + shift[1, :, None], w)  # (B, W)
-    cols = torch.where(flips[:, None], w - 1 - cols, cols)  # a crop of the mirrored image
-    batch = torch.arange(b, device=dev)[:, None, None]
-    # Advanced indices on dims 0, 2, 3 around a slice: the result is (B, H, W, C), i.e. NCHW channels-last after
-    # the permute, the layout the convolutions want.
-    return images[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-
-
-def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
-    """Mirror out-of-range indices as F.pad(mode='reflect') does: -1 -> 1, size -> size - 2 (shifts < size)."""
-    index = index.abs()
-    return torch.where(index > size - 1, 2 * (size - 1) - index, index)
-
-
 def to_input(images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) uint8 -> float32 normalised, channels-last."""
     return normalize(images, MEAN, STD).contiguous(memory_format=torch.channels_last)
-
-
-def downscale(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """(B, C, H, W) float -> (B, C, h, w), h = round(scale * H) (at least 8, which FastNet still pools to 1x1),
-    antialiased bilinear, channels-last."""
-    size = [max(8, round(scale * n)) for n in x.shape[2:]]
-    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).contiguous(
-        memory_format=torch.channels_last)
 
 
 def whitening_filters(x: torch.Tensor, kernel: int, eps: float) -> torch.Tensor:
@@ -151,49 +91,6 @@ def whitening_filters(x: torch.Tensor, kernel: int, eps: float) -> torch.Tensor:
     eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.T.flip(0)  # largest first, one per row
     filters = (eigenvectors / torch.sqrt(eigenvalues.clamp_min(0) + eps)[:, None]).view(-1, c, kernel, kernel)
     return torch.cat([filters, -filters]).float()
-
-
-def orthogonalize(g: torch.Tensor, steps: int, dtype: torch.dtype) -> torch.Tensor:
-    """Newton-Schulz's approximation of U V^T for g = U S V^T (2-D): airbench94_muon's quintic iteration, tuned to
-    push every singular value near 1 in few steps (to ~0.5-1.5: as good for training as exactly 1)."""
-    a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.to(dtype)
-    x = x / (x.norm() + 1e-7)  # every singular value <= 1
-    tall = g.shape[0] > g.shape[1]
-    if tall:
-        x = x.T
-    for _ in range(steps):
-        gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
-    return (x.T if tall else x).to(g.dtype)
-
-
-class Muon(torch.optim.Optimizer):
-    """Muon for conv filters, as airbench94_muon: Nesterov momentum, then each filter tensor rescaled to norm
-    sqrt(out channels) and stepped by the orthogonalised momentum (out channels x the rest, as a matrix).
-
-    Written here because torch.optim.Muon takes 2-D parameters only and decays weights where this renormalises them
-    (BN follows every conv, so a filter's scale is free, and the fixed norm keeps the effective step fixed).
-    """
-
-    def __init__(self, params, lr: float, momentum: float, steps: int, dtype: torch.dtype = torch.float32):
-        super().__init__(params, {"lr": lr, "momentum": momentum, "steps": steps})
-        self.dtype = dtype  # of the iteration's matmuls: bf16 where the CPU has it natively
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buffer = state["momentum_buffer"].mul_(group["momentum"]).add_(p.grad)
-                update = p.grad.add(buffer, alpha=group["momentum"])  # Nesterov
-                p.mul_(len(p) ** 0.5 / p.norm())
-                update = orthogonalize(update.reshape(len(p), -1), group["steps"], self.dtype).view_as(p)
-                p.add_(update, alpha=-group["lr"])
 
 
 class FastRecipe(Recipe):

@@ -26,7 +26,7 @@ from trainjob.features import FeatureExtractor
 from trainjob.outputs import checkpoint_dir
 from trainjob.preprocess import normalize
 from trainjob.recipes.base import Recipe
-from trainjob.recipes.fast import choose_precision
+from trainjob.runtime import choose_precision
 
 
 @dataclass(frozen=True)
