@@ -15,6 +15,7 @@ import torch.distributed as dist
 from trainjob import runtime
 from trainjob.data import Dataset, Split
 from trainjob.errors import DivergedError
+from trainjob.metrics import accuracy, confusion_matrix
 from trainjob.recipes.base import Recipe
 from trainjob.runtime import Distributed
 from trainjob.watchdog import beat
@@ -80,8 +81,7 @@ def _confusion(recipe: Recipe, split: Split, num_classes: int, device: torch.dev
         stop = min(start + EVAL_CHUNK, hi)
         predicted = recipe.eval_logits(split.inputs[start:stop].to(device)).argmax(1).cpu()
         truth = split.labels[start:stop]
-        confusion += torch.bincount(truth * num_classes + predicted, minlength=num_classes ** 2).view(
-            num_classes, num_classes)
+        confusion += confusion_matrix(truth, predicted, num_classes)
     return confusion
 
 
@@ -209,12 +209,3 @@ def strided(split: Split, at_most: int | None) -> Split:
         return split
     step = math.ceil(len(split) / at_most)
     return Split(split.inputs[::step], split.labels[::step])
-
-
-def accuracy(confusion: torch.Tensor) -> float:
-    return float(confusion.diag().sum()) / max(1, int(confusion.sum()))
-
-
-def per_class_accuracy(confusion: torch.Tensor, classes: list[str]) -> dict[str, float]:
-    totals = confusion.sum(1)
-    return {c: float(confusion[i, i]) / max(1, int(totals[i])) for i, c in enumerate(classes)}

@@ -13,8 +13,9 @@ from trainjob import contract, mlflow_log, runtime
 from trainjob.atomic import save_torch
 from trainjob.checkpoint import Checkpoints, check_compatible
 from trainjob.config import Config
-from trainjob.engine import Trainer, accuracy, evaluate, per_class_accuracy, steps_per_epoch
+from trainjob.engine import Trainer, evaluate, steps_per_epoch
 from trainjob.errors import DataError, Stopped
+from trainjob.metrics import accuracy, per_class_accuracy
 from trainjob.outputs import checkpoint_dir, clear_failure, output_dir_lock, prepare_checkpoint_dir, prepare_output_dir
 from trainjob.recipes import get_recipe
 from trainjob.report import plot_confusion, plot_training_curves, write_summary

@@ -8,7 +8,7 @@ import torch
 
 from trainjob import contract
 from trainjob.atomic import atomic_write, write_json
-from trainjob.engine import accuracy
+from trainjob.metrics import accuracy
 
 
 def write_summary(output_dir: Path, summary: dict) -> None:
