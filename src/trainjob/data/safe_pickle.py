@@ -47,75 +47,94 @@ _NOTHING = {"PROTO", "FRAME", "STOP"}
 
 def scan(data: bytes, name: str) -> None:
     """Refuse, without building anything, a pickle a CIFAR batch cannot be (see the module docstring)."""
-    stack: list[int] = []  # the nesting depth of each value on the unpickler's stack
-    marks: list[int] = []
-    memo: dict[int, int] = {}
-
-    def refuse(why: str):
-        raise DataError(f"refusing to load {name}: {why}; a genuine CIFAR-10 batch never does this: replace the file "
-                        "with the original from https://www.cs.toronto.edu/~kriz/cifar.html")
-
-    def push(depth: int) -> None:
-        if depth > MAX_DEPTH:
-            refuse(f"it nests values more than {MAX_DEPTH} deep")
-        stack.append(depth)
-
-    def above_mark() -> list[int]:
-        start = marks.pop()
-        items = stack[start:]
-        del stack[start:]
-        return items
-
+    model = _StackModel(name)
     try:
         for count, (op, arg, _) in enumerate(pickletools.genops(io.BytesIO(data)), start=1):
             if count > MAX_OPCODES:
-                refuse(f"it has more than {MAX_OPCODES} opcodes")
-            kind = op.name
-            if kind in _ATOMS:
-                if isinstance(arg, int) and not isinstance(arg, bool) and arg.bit_length() > MAX_INT_BITS:
-                    refuse(f"it holds a {arg.bit_length()}-bit integer")
-                push(0)
-            elif kind in _EMPTY:
-                push(1)
-            elif kind == "MARK":
-                marks.append(len(stack))
-            elif kind in _FROM_MARK:
-                push(1 + max(above_mark(), default=0))
-            elif kind in _TUPLE_N:
-                items = [stack.pop() for _ in range(_TUPLE_N[kind])]
-                push(1 + max(items))
-            elif kind == "APPEND":
-                value = stack.pop()
-                stack[-1] = max(stack[-1], 1 + value)
-                push(stack.pop())
-            elif kind in ("APPENDS", "SETITEMS"):
-                items = above_mark()
-                push(max(stack.pop(), 1 + max(items, default=0)))
-            elif kind == "SETITEM":
-                value, key = stack.pop(), stack.pop()
-                push(max(stack.pop(), 1 + max(key, value)))
-            elif kind in ("REDUCE", "NEWOBJ", "BUILD"):  # callable or object, then its arguments or state
-                arguments = stack.pop()
-                push(max(stack.pop(), 1 + arguments))
-            elif kind == "STACK_GLOBAL":
-                stack.pop(), stack.pop()
-                push(0)
-            elif kind in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[arg] = stack[-1]
-            elif kind == "MEMOIZE":
-                memo[len(memo)] = stack[-1]
-            elif kind in ("GET", "BINGET", "LONG_BINGET"):
-                push(memo[arg])
-            elif kind == "POP":
-                stack.pop()
-            elif kind == "POP_MARK":
-                above_mark()
-            elif kind == "DUP":
-                push(stack[-1])
-            elif kind not in _NOTHING:
-                refuse(f"it uses the pickle opcode {kind}")
+                model.refuse(f"it has more than {MAX_OPCODES} opcodes")
+            if not (model.build(op.name, arg) or model.move(op.name, arg)) and op.name not in _NOTHING:
+                model.refuse(f"it uses the pickle opcode {op.name}")
     except (IndexError, KeyError) as e:
         raise pickle.UnpicklingError(f"malformed pickle ({type(e).__name__} at scan)") from None
+
+
+class _StackModel:
+    """The unpickler's stack with, instead of each value, how deep it nests."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.stack: list[int] = []
+        self.marks: list[int] = []
+        self.memo: dict[int, int] = {}
+
+    def refuse(self, why: str):
+        raise DataError(f"refusing to load {self.name}: {why}; a genuine CIFAR-10 batch never does this: replace the "
+                        "file with the original from https://www.cs.toronto.edu/~kriz/cifar.html")
+
+    def push(self, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            self.refuse(f"it nests values more than {MAX_DEPTH} deep")
+        self.stack.append(depth)
+
+    def above_mark(self) -> list[int]:
+        start = self.marks.pop()
+        items = self.stack[start:]
+        del self.stack[start:]
+        return items
+
+    def build(self, kind: str, arg) -> bool:
+        """Opcodes that make a value or fill a container; False for any other."""
+        stack = self.stack
+        if kind in _ATOMS:
+            if isinstance(arg, int) and not isinstance(arg, bool) and arg.bit_length() > MAX_INT_BITS:
+                self.refuse(f"it holds a {arg.bit_length()}-bit integer")
+            self.push(0)
+        elif kind in _EMPTY:
+            self.push(1)
+        elif kind in _FROM_MARK:
+            self.push(1 + max(self.above_mark(), default=0))
+        elif kind in _TUPLE_N:
+            items = [stack.pop() for _ in range(_TUPLE_N[kind])]
+            self.push(1 + max(items))
+        elif kind == "APPEND":
+            value = stack.pop()
+            stack[-1] = max(stack[-1], 1 + value)
+            self.push(stack.pop())
+        elif kind in ("APPENDS", "SETITEMS"):
+            items = self.above_mark()
+            self.push(max(stack.pop(), 1 + max(items, default=0)))
+        elif kind == "SETITEM":
+            value, key = stack.pop(), stack.pop()
+            self.push(max(stack.pop(), 1 + max(key, value)))
+        elif kind in ("REDUCE", "NEWOBJ", "BUILD"):  # callable or object, then its arguments or state
+            arguments = stack.pop()
+            self.push(max(stack.pop(), 1 + arguments))
+        elif kind == "STACK_GLOBAL":
+            stack.pop(), stack.pop()
+            self.push(0)
+        else:
+            return False
+        return True
+
+    def move(self, kind: str, arg) -> bool:
+        """Opcodes that mark, memoise, copy or drop values; False for any other."""
+        if kind == "MARK":
+            self.marks.append(len(self.stack))
+        elif kind in ("PUT", "BINPUT", "LONG_BINPUT"):
+            self.memo[arg] = self.stack[-1]
+        elif kind == "MEMOIZE":
+            self.memo[len(self.memo)] = self.stack[-1]
+        elif kind in ("GET", "BINGET", "LONG_BINGET"):
+            self.push(self.memo[arg])
+        elif kind == "POP":
+            self.stack.pop()
+        elif kind == "POP_MARK":
+            self.above_mark()
+        elif kind == "DUP":
+            self.push(self.stack[-1])
+        else:
+            return False
+        return True
 
 
 def _check_array(shape, dtype, strides, budget: int, name: str) -> None:
