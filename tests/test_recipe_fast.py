@@ -10,13 +10,14 @@ import torch.nn.functional as F
 
 from trainjob import optim
 from trainjob.augment import alternating_flips, augment
-from trainjob.config import parse_args
+from trainjob.config import parse_args, recipe_defaults
 from trainjob.models import build_model
 from trainjob.recipes import RECIPES, fast
 from trainjob.recipes.fast import FastRecipe
 from trainjob.runtime import choose_precision
 
 CPU = torch.device("cpu")
+DEFAULTS = recipe_defaults(FastRecipe)  # what make_cfg, like the CLI, starts from
 
 
 pytestmark = pytest.mark.usefixtures("two_threads")
@@ -25,11 +26,11 @@ pytestmark = pytest.mark.usefixtures("two_threads")
 @pytest.fixture
 def small_net(monkeypatch):
     """A narrower net (8/32/32 channels) where only the training behaviour matters, to keep the tests quick."""
-    monkeypatch.setitem(FastRecipe.defaults, "width", 8)  # what make_cfg, like the CLI, starts from
+    monkeypatch.setitem(DEFAULTS, "width", 8)  # what make_cfg, like the CLI, starts from
 
 
 def make_cfg(**overrides) -> Namespace:
-    values = {**FastRecipe.defaults, "precision": "fp32", "seed": 0, **overrides}
+    values = {**DEFAULTS, "precision": "fp32", "seed": 0, **overrides}
     return Namespace(**values)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from trainjob.config import recipe_defaults
 from trainjob.models import Net
 from trainjob.recipes.net_sgd import NetSGD
 from trainjob.recipes.tutorial import TutorialRecipe
@@ -57,7 +58,7 @@ def test_hand_written_step_matches_autograd_and_torch_sgd(batch):
 
 
 def recipe(by_hand: bool) -> TutorialRecipe:
-    cfg = Namespace(**{**TutorialRecipe.defaults, "learning_rate": 0.01, "momentum": 0.9})
+    cfg = Namespace(**{**recipe_defaults(TutorialRecipe), "learning_rate": 0.01, "momentum": 0.9})
     torch.manual_seed(0)
     # A wrapper that is not the model itself is what DDP looks like: the recipe then keeps autograd.
     wrap = (lambda m: m) if by_hand else (lambda m: nn.Sequential(m))

@@ -17,6 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from trainjob import runtime
+from trainjob.config import recipe_defaults
 from trainjob.recipes import fast
 
 CPU = torch.device("cpu")
@@ -25,7 +26,7 @@ CPU = torch.device("cpu")
 def one_step(precision: str, batch: int, width: int, steps_per_epoch: int) -> Callable[[], object]:
     """FastRecipe.train_step (augmentation, forward, backward, SGD and Muon) on one random batch, as a callable."""
     torch.manual_seed(0)
-    cfg = Namespace(**{**fast.FastRecipe.defaults, "batch_size": batch, "width": width, "precision": precision,
+    cfg = Namespace(**{**recipe_defaults(fast.FastRecipe), "batch_size": batch, "width": width, "precision": precision,
                        "seed": 0})
     recipe = fast.FastRecipe(cfg, 10, cfg.image_size, steps_per_epoch=steps_per_epoch, device=CPU)
     images = torch.randint(0, 256, (batch, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)

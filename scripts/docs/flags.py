@@ -50,12 +50,14 @@ def render() -> str:
            "## `train`: training", ""]
     out += flag_tables(config.build_parser())
     out += ["## What each recipe sets", "",
-            "Flags left out take the recipe's value (one source: each recipe's `defaults` in `src/trainjob/recipes/`);"
+            "Flags left out take the recipe's value (one source: each recipe's `Hyperparameters` in "
+            "`src/trainjob/recipes/`);"
             " a blank cell is a setting that recipe does not have, and giving it is refused with one line.", "",
             "| setting | " + " | ".join(f"`--recipe {name}`" for name in RECIPES) + " |",
             "| --- |" + " --- |" * len(RECIPES)]
     for name in config.RECIPE_DEFAULTED:
-        out.append(f"| `--{name}` | " + " | ".join(_cell(r.defaults.get(name, "")) for r in RECIPES.values()) + " |")
+        values = (config.recipe_defaults(r).get(name, "") for r in RECIPES.values())
+        out.append(f"| `--{name}` | " + " | ".join(_cell(v) for v in values) + " |")
     out.append("")
     for title, module in (("train predict", predict), ("train export", export), ("train serve", serve)):
         out += [f"## `{title}`", ""] + flag_tables(module.build_parser())

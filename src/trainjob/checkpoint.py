@@ -15,7 +15,7 @@ import torch
 
 from trainjob import contract
 from trainjob.atomic import fsync_dir, save_torch
-from trainjob.config import Config
+from trainjob.config import NOT_COMPARED, Config, recipe_defaults
 from trainjob.errors import UserError
 from trainjob.recipes import RECIPES
 from trainjob.watchdog import beat
@@ -23,9 +23,6 @@ from trainjob.watchdog import beat
 FORMAT = "trainjob-checkpoint-3"  # 2: the tutorial recipe keeps its momentum buffers as a list; 3: fast uses Muon
 LATEST = "latest.pt"
 PREVIOUS = "previous.pt"
-# Flags that may change between a run and its resumption without changing the result.
-NOT_COMPARED = {"data_path", "output_dir", "log_interval", "num_threads", "device", "checkpoint_interval", "resume",
-                "progress", "cache_dir", "weights", "stall_timeout", "checkpoint_dir", "tracking"}
 _CORRUPT = (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError, TypeError)
 
 
@@ -99,7 +96,7 @@ def _saved_config(state: dict) -> dict:
     recipe's where the recipe has one: that is what the older version trained with."""
     saved = dict(state["config"])
     recipe = RECIPES.get(saved.get("recipe"))
-    for key, value in (recipe.defaults.items() if recipe else ()):
+    for key, value in (recipe_defaults(recipe).items() if recipe else ()):
         saved.setdefault(key, value)
     for key, value in Config().to_dict().items():
         saved.setdefault(key, value)

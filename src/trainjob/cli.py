@@ -8,12 +8,14 @@
 """
 
 import argparse
+import functools
 import os
 import sys
 import time
 import traceback
 
 from trainjob import contract
+from trainjob.environment import Environment
 from trainjob.errors import DivergedError, Stopped, UserError
 from trainjob.outputs import resolve_output_dir, write_failure
 
@@ -36,8 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         from trainjob.serve import main as serve_main
 
         sys.exit(serve_main(argv[1:]))
-    code = run(argv)
-    if os.environ.get(contract.ENV_AZUREML_RUN_ID):
+    env = Environment.read()
+    code = run(argv, env)
+    if env.azureml_run_id:
         sys.exit(code)  # the Azure ML SDK sends its last metrics from exit handlers
     # Everything is written and closed; the interpreter's teardown of torch would only add ~0.5-1 s to every run.
     sys.stdout.flush()
@@ -45,55 +48,58 @@ def main(argv: list[str] | None = None) -> None:
     os._exit(code)
 
 
-def run(argv: list[str]) -> int:
+def run(argv: list[str], env: Environment | None = None) -> int:
+    """Train; every outcome is an exit code, and every failure a line on stderr and in failure.txt."""
     started = time.monotonic()
     from trainjob.signals import StopRequest
     from trainjob.watchdog import Watchdog, exit_stalled
 
+    env = env or Environment.read()
     stop = StopRequest().install()
-    output_dir = _output_dir_guess(argv)
+    output_dir = _output_dir_guess(argv, env)
+    fail = functools.partial(_fail, is_main=env.is_main_process)
     try:
         from trainjob.config import parse_args
         from trainjob.job import train
 
-        cfg = parse_args(argv)
+        cfg = parse_args(argv, env.variables)
         output_dir = cfg.output_dir
-        watchdog = Watchdog(cfg.stall_timeout, exit_stalled(output_dir)).start()
+        watchdog = Watchdog(cfg.stall_timeout, exit_stalled(output_dir, env.is_main_process)).start()
         try:
-            train(cfg, stop, started)
+            train(cfg, env, stop, started)
         finally:
             watchdog.stop()
         return contract.EXIT_OK
     except UserError as e:
-        return _fail(output_dir if e.writes_failure_file else None, f"error: {e}", e.exit_code)
+        return fail(output_dir if e.writes_failure_file else None, f"error: {e}", e.exit_code)
     except DivergedError as e:
-        return _fail(output_dir, f"error: {e}", e.exit_code)
+        return fail(output_dir, f"error: {e}", e.exit_code)
     except Stopped as e:
-        return _fail(output_dir, str(e), e.exit_code)
+        return fail(output_dir, str(e), e.exit_code)
     except KeyboardInterrupt:
-        return _fail(output_dir, "stopped by SIGINT", contract.EXIT_SIGINT)
+        return fail(output_dir, "stopped by SIGINT", contract.EXIT_SIGINT)
     except Exception as e:  # noqa: BLE001 -- a bug: keep the whole traceback for the report
         traceback.print_exc()
-        return _fail(output_dir, f"internal error: {type(e).__name__}: {e} (a bug in trainjob: the traceback is in "
-                     "the log above; please report it)", contract.EXIT_INTERNAL, echo=False)
+        return fail(output_dir, f"internal error: {type(e).__name__}: {e} (a bug in trainjob: the traceback is in "
+                    "the log above; please report it)", contract.EXIT_INTERNAL, echo=False)
     finally:
         stop.uninstall()
 
 
-def _fail(output_dir: str | None, line: str, code: int, echo: bool = True) -> int:
+def _fail(output_dir: str | None, line: str, code: int, echo: bool = True, is_main: bool = True) -> int:
     if echo:
         print(line, file=sys.stderr, flush=True)
-    if os.environ.get(contract.ENV_RANK, "0") in ("", "0"):  # one failure.txt, from the main process
+    if is_main:  # one failure.txt, from the main process
         write_failure(output_dir, line)
     return code
 
 
-def _output_dir_guess(argv: list[str]) -> str:
+def _output_dir_guess(argv: list[str], env: Environment) -> str:
     """Where failure.txt goes when the flags themselves could not be parsed."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--output_dir")
     known, _ = p.parse_known_args(argv)
-    return resolve_output_dir(known.output_dir, os.environ)
+    return resolve_output_dir(known.output_dir, env.variables)
 
 
 if __name__ == "__main__":

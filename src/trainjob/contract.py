@@ -20,10 +20,14 @@ ENV_RANK = "RANK"
 ENV_WORLD_SIZE = "WORLD_SIZE"
 ENV_LOCAL_RANK = "LOCAL_RANK"
 ENV_LOCAL_WORLD_SIZE = "LOCAL_WORLD_SIZE"
+# What a training run reads, once, at its start (environment.Environment).
+RUN_ENVIRONMENT = (ENV_DATA_PATH, ENV_OUTPUT_DIR, ENV_CACHE_DIR, ENV_AZUREML_RUN_ID, ENV_MLFLOW_URI, ENV_MLFLOW_RUN_ID,
+                   ENV_MLFLOW_EXPERIMENT, ENV_RANK, ENV_WORLD_SIZE, ENV_LOCAL_RANK, ENV_LOCAL_WORLD_SIZE)
 
 # --- Defaults -------------------------------------------------------------------------------------------------------
-DEFAULT_OUTPUT_DIR = "./outputs"  # the folder Azure ML uploads from a run's working directory
-AZUREML_OUTPUT_DIR = "./outputs"
+AZUREML_OUTPUT_DIR = "./outputs"  # the folder Azure ML uploads from a run's working directory
+DEFAULT_OUTPUT_DIR = AZUREML_OUTPUT_DIR  # the same outside Azure ML, so a command that works locally works there
+DEFAULT_CACHE_DIR = "~/.cache/trainjob"  # decoded images and backbone features, unless TRAINJOB_CACHE_DIR says
 
 # --- Files written to the output folder -----------------------------------------------------------------------------
 MODEL_FILE = "model.pt"  # weights, classes, config, normalisation; torch.load(..., weights_only=True)

@@ -14,10 +14,10 @@ import torch.distributed as dist
 
 from trainjob import runtime
 from trainjob.data import Dataset, Split
+from trainjob.environment import Distributed
 from trainjob.errors import DivergedError
 from trainjob.metrics import accuracy, confusion_matrix
 from trainjob.recipes.base import Recipe
-from trainjob.runtime import Distributed
 from trainjob.watchdog import beat
 
 EVAL_CHUNK = 1000  # images scored per forward pass at evaluation
@@ -86,18 +86,19 @@ def _confusion(recipe: Recipe, split: Split, num_classes: int, device: torch.dev
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, data: Dataset, cfg, device, d: Distributed, tracker, progress, stop,
-                 save_checkpoint, started: float, eval_threads: int | None = None):
-        self.recipe, self.data, self.cfg, self.device, self.d = recipe, data, cfg, device, d
+    def __init__(self, recipe: Recipe, data: Dataset, ctx, tracker, progress, save_checkpoint,
+                 eval_threads: int | None = None):
+        """ctx: the run's context.RunContext (config, device, processes, stop request, start time)."""
+        self.recipe, self.data, self.cfg, self.device, self.d = recipe, data, ctx.cfg, ctx.device, ctx.d
         self.eval_threads = eval_threads
-        self.tracker, self.progress, self.stop = tracker, progress, stop
+        self.tracker, self.progress, self.stop = tracker, progress, ctx.stop
         self.save_checkpoint = save_checkpoint  # callable(state: dict) -> path | None (None on ranks > 0)
-        self.steps = steps_per_epoch(len(data.train), cfg.batch_size, recipe.drop_last, d)
-        self.generator = torch.Generator().manual_seed(cfg.seed)  # the recipe's randomness (augmentation)
+        self.steps = steps_per_epoch(len(data.train), self.cfg.batch_size, recipe.drop_last, self.d)
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)  # the recipe's randomness (augmentation)
         self.pos = Position()
         self.last_checkpoint = None
         self.confusion: torch.Tensor | None = None  # of the last evaluation this process ran
-        self.started = started  # time.monotonic() when the process started: wall_seconds counts data loading too
+        self.started = ctx.started  # time.monotonic() at process start: wall_seconds counts data loading too
 
     # --- checkpoint state ---
     def state(self) -> dict:
@@ -117,7 +118,7 @@ class Trainer:
     # --- the loop ---
     def fit(self) -> list[dict]:
         cfg, pos = self.cfg, self.pos
-        self.stop.training = True
+        self.stop.defer()
         last_save = time.monotonic()
         while pos.epoch < cfg.epochs:
             order = epoch_order(len(self.data.train), cfg.seed, pos.epoch, self.d)
@@ -160,8 +161,8 @@ class Trainer:
                 raise self.stop.stopped(str(self.last_checkpoint) if self.last_checkpoint else None)
             self.checkpoint()
             last_save = time.monotonic()
-        self.stop.training = False  # from here a signal stops at once: the last checkpoint holds every epoch
-        self.stop.kept = f"resumable from {self.last_checkpoint}" if self.last_checkpoint else None
+        # From here a signal stops at once: the last checkpoint holds every epoch.
+        self.stop.immediate(f"resumable from {self.last_checkpoint}" if self.last_checkpoint else None)
         return pos.history
 
     def _should_stop(self) -> bool:

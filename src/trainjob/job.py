@@ -13,7 +13,9 @@ from trainjob import contract, mlflow_log, runtime
 from trainjob.atomic import save_torch
 from trainjob.checkpoint import Checkpoints, check_compatible
 from trainjob.config import Config
+from trainjob.context import RunContext
 from trainjob.engine import Trainer, evaluate, steps_per_epoch
+from trainjob.environment import Distributed, Environment
 from trainjob.errors import DataError, Stopped
 from trainjob.metrics import accuracy, per_class_accuracy
 from trainjob.outputs import checkpoint_dir, clear_failure, output_dir_lock, prepare_checkpoint_dir, prepare_output_dir
@@ -24,41 +26,47 @@ from trainjob.tracking import Progress, Tracker, azure_run, read_metrics
 from trainjob.watchdog import beat
 
 
-def train(cfg: Config, stop: StopRequest, started: float) -> dict | None:
+def train(cfg: Config, env: Environment, stop: StopRequest, started: float) -> dict | None:
     """Run the job; returns the summary on the main process (None on other ranks)."""
-    d = runtime.distributed_from_env()
+    d = env.distributed()
     device = runtime.init_distributed(d, runtime.choose_device(cfg.device))
     output_dir = prepare_output_dir(cfg.output_dir)
     try:
         with output_dir_lock(output_dir, enabled=d.is_main):
-            return _train(cfg, stop, started, d, device, output_dir)
+            folder = prepare_checkpoint_dir(cfg, output_dir) if d.is_main else checkpoint_dir(cfg, output_dir)
+            ctx = RunContext(cfg=cfg, env=env, d=d, device=device, output_dir=output_dir, checkpoint_dir=folder,
+                             stop=stop, started=started, log=print if d.is_main else _silent)
+            return _train(ctx)
     finally:
         if d.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distributed, device,
-           output_dir: Path) -> dict | None:
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0: they train silently."""
+
+
+def _train(ctx: RunContext) -> dict | None:
     """Load, resume, fit, write: each step a function below."""
+    cfg, d, log = ctx.cfg, ctx.d, ctx.log
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     recipe_cls = get_recipe(cfg.recipe)
     threads = runtime.set_threads(cfg.num_threads, d, recipe_cls.max_threads(cfg))
     eval_threads = runtime.thread_share(cfg.num_threads, d)
-    log = print if d.is_main else (lambda *args, **kwargs: None)  # other ranks train silently
-    log(f"trainjob {trainjob.__version__}: recipe {cfg.recipe}, device {device}, {threads} threads"
+    log(f"trainjob {trainjob.__version__}: recipe {cfg.recipe}, device {ctx.device}, {threads} threads"
         + (f", process {d.rank} of {d.world_size}" if d.enabled else ""), flush=True)
 
-    data, steps = _load_data(cfg, recipe_cls, d, device, output_dir, stop, log)
-    checkpoints = Checkpoints(prepare_checkpoint_dir(cfg, output_dir) if d.is_main else checkpoint_dir(cfg, output_dir))
-    found = _find_resume(cfg, checkpoints, d, data.classes)
+    data, steps = _load_data(ctx, recipe_cls)
+    checkpoints = Checkpoints(ctx.checkpoint_dir)
+    found = _find_resume(ctx, checkpoints, data.classes)
 
     torch.manual_seed(cfg.seed)  # model initialisation
-    recipe = recipe_cls(cfg, len(data.classes), cfg.image_size, steps, device, wrap=_ddp_wrapper(d, device))
+    recipe = recipe_cls(cfg, len(data.classes), cfg.image_size, steps, ctx.device, wrap=_ddp_wrapper(d, ctx.device))
     note = recipe.startup_note()
     if note:
         log(note, flush=True)
-    run, mlflow = _trackers(cfg, d, resumed=found[0] if found else None, log=log)
-    tracker = Tracker(output_dir, enabled=d.is_main, run=run, mlflow=mlflow,
+    run, mlflow = _trackers(ctx, resumed=found[0] if found else None)
+    tracker = Tracker(ctx.output_dir, enabled=d.is_main, run=run, mlflow=mlflow,
                       truncate_at=found[0]["metrics_offset"] if found else None,
                       saved=found[0].get("metrics") if found else None)
 
@@ -68,8 +76,7 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         return checkpoints.save({**state, "config": cfg.to_dict(), "classes": data.classes,
                                  "mlflow_run_id": mlflow.run_id if mlflow else None})
 
-    trainer = Trainer(recipe, data, cfg, device, d, tracker, Progress(cfg.progress, d.is_main), stop,
-                      save_checkpoint, started, eval_threads)
+    trainer = Trainer(recipe, data, ctx, tracker, Progress(cfg.progress, d.is_main), save_checkpoint, eval_threads)
     if found:
         trainer.load_state(found[0])
         log(f"resuming from {found[1]}: epoch {trainer.pos.epoch + 1}, step {trainer.pos.step}", flush=True)
@@ -77,7 +84,7 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         history = trainer.fit()
         # The last epoch was just scored; a rerun of a finished job (nothing left to train) scores it here.
         confusion = trainer.confusion if trainer.confusion is not None else evaluate(
-            recipe, data.test, len(data.classes), device, d, eval_threads)
+            recipe, data.test, len(data.classes), ctx.device, d, eval_threads)
     except BaseException as e:
         if mlflow:  # a stop that a rerun resumes is KILLED, as MLflow names a run ended from outside
             mlflow.end("KILLED" if isinstance(e, (Stopped, KeyboardInterrupt)) else "FAILED")
@@ -88,56 +95,57 @@ def _train(cfg: Config, stop: StopRequest, started: float, d: runtime.Distribute
         return None
 
     beat("writing results")
-    summary = _summary(cfg, data, recipe, trainer, history, confusion, started, started_at, device, threads, d,
-                       found, run, mlflow)
-    _write_results(output_dir, cfg, data, recipe, summary, confusion, tracker, mlflow)
+    summary = _summary(ctx, data, recipe, trainer, history, confusion, started_at, threads, found, run, mlflow)
+    _write_results(ctx.output_dir, cfg, data, recipe, summary, confusion, tracker, mlflow)
     print(f"Finished Training: test accuracy {summary['test_accuracy']:.2%} in {summary['train_seconds']:.1f} s "
-          f"of training; results in {output_dir}", flush=True)
+          f"of training; results in {ctx.output_dir}", flush=True)
     return summary
 
 
-def _load_data(cfg: Config, recipe_cls, d: runtime.Distributed, device, output_dir: Path, stop: StopRequest, log):
+def _load_data(ctx: RunContext, recipe_cls):
     """The recipe's dataset and the steps per epoch it gives; too few images for one step is a DataError."""
-    data = recipe_cls.load_data(cfg, log=log, output_dir=output_dir, d=d, device=device, stop=stop)
+    cfg, d = ctx.cfg, ctx.d
+    data = recipe_cls.load_data(ctx)
     steps = steps_per_epoch(len(data.train), cfg.batch_size, recipe_cls.drop_last, d)
     if steps == 0:
         raise DataError(f"only {len(data.train)} training images for --batch_size {cfg.batch_size} on "
                         f"{d.world_size} process(es): add images or lower --batch_size")
     if data.synthetic:
-        log("NOTE: training on SYNTHETIC data (--demo): the accuracy says nothing about real images", flush=True)
+        ctx.log("NOTE: training on SYNTHETIC data (--demo): the accuracy says nothing about real images", flush=True)
     return data, steps
 
 
-def _find_resume(cfg: Config, checkpoints: Checkpoints, d: runtime.Distributed, classes) -> tuple | None:
+def _find_resume(ctx: RunContext, checkpoints: Checkpoints, classes) -> tuple | None:
     """(checkpoint state, its path) to resume from, or None; the same on every rank, checked against this run."""
-    found = checkpoints.find(cfg.resume) if d.is_main else None
-    if d.enabled:  # on several nodes only rank 0's output folder holds the checkpoints: every rank resumes from it
+    found = checkpoints.find(ctx.cfg.resume) if ctx.d.is_main else None
+    if ctx.d.enabled:  # on several nodes only rank 0's output folder holds the checkpoints: every rank resumes from it
         shared = [found]
         dist.broadcast_object_list(shared, src=0)
         found = shared[0]
     if found:
-        check_compatible(found[0], found[1], cfg.to_dict(), classes)
+        check_compatible(found[0], found[1], ctx.cfg.to_dict(), classes)
     return found
 
 
-def _summary(cfg: Config, data, recipe, trainer: Trainer, history: list[dict], confusion, started: float,
-             started_at: str, device, threads: int, d: runtime.Distributed, found, run, mlflow) -> dict:
+def _summary(ctx: RunContext, data, recipe, trainer: Trainer, history: list[dict], confusion, started_at: str,
+             threads: int, found, run, mlflow) -> dict:
     """summary.json's content (contract.SUMMARY_FILE)."""
+    cfg = ctx.cfg
     return {
         "test_accuracy": accuracy(confusion),
         "per_class_accuracy": per_class_accuracy(confusion, data.classes),
         "train_loss": history[-1]["train_loss"],
         "train_seconds": trainer.pos.train_seconds,
-        "wall_seconds": time.monotonic() - started,
+        "wall_seconds": time.monotonic() - ctx.started,
         "images_per_second": len(data.train) * len(history) / max(trainer.pos.train_seconds, 1e-9),
         "epochs": cfg.epochs,
         "history": history,
         "dataset": data.describe(),
         "config": cfg.to_dict(),
         **recipe.describe(),
-        "device": str(device),
+        "device": str(ctx.device),
         "threads": threads,
-        "world_size": d.world_size,
+        "world_size": ctx.d.world_size,
         "resumed_from": str(found[1]) if found else None,
         "azureml_run_id": getattr(run, "id", None),
         "mlflow": mlflow.describe() if mlflow else None,
@@ -169,18 +177,20 @@ def _write_results(output_dir: Path, cfg: Config, data, recipe, summary: dict, c
     clear_failure(output_dir)
 
 
-def _trackers(cfg: Config, d: runtime.Distributed, resumed: dict | None, log):
+def _trackers(ctx: RunContext, resumed: dict | None):
     """(the SDK v1 Run or None, the MlflowRun or None) that --tracking asks for; only the main process tracks."""
-    if not d.is_main or cfg.tracking == "none":
+    cfg, environ = ctx.cfg, ctx.env.variables
+    if not ctx.d.is_main or cfg.tracking == "none":
         return None, None
-    run = azure_run() if cfg.tracking in ("auto", "azureml", "both") else None
+    run = azure_run() if ctx.tracks_azureml else None
     mlflow = None
-    if mlflow_log.wanted(cfg.tracking, in_azureml_v1_run=run is not None):
-        mlflow = mlflow_log.MlflowRun.start(cfg, resumed_run_id=(resumed or {}).get("mlflow_run_id"), log=log)
+    if mlflow_log.wanted(cfg.tracking, environ, in_azureml_v1_run=run is not None):
+        mlflow = mlflow_log.MlflowRun.start(cfg, environ, resumed_run_id=(resumed or {}).get("mlflow_run_id"),
+                                            log=ctx.log)
     return run, mlflow
 
 
-def _ddp_wrapper(d: runtime.Distributed, device):
+def _ddp_wrapper(d: Distributed, device):
     if not d.enabled:
         return lambda model: model
     from torch.nn.parallel import DistributedDataParallel

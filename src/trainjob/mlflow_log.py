@@ -11,6 +11,7 @@ MLFLOW_RUN_ID names the job's run: metrics land on the job, the way the v2 Studi
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,7 +23,7 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_R
                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
-def wanted(tracking: str, environ=os.environ, in_azureml_v1_run: bool = False) -> bool:
+def wanted(tracking: str, environ: Mapping[str, str], in_azureml_v1_run: bool = False) -> bool:
     """Whether --tracking sends metrics to MLflow. auto: where MLFLOW_TRACKING_URI is set, except inside an SDK v1
     run, where Azure ML sets it too and Run.log already records every metric on that same run."""
     if tracking in ("mlflow", "both"):
@@ -50,7 +51,8 @@ class MlflowRun:
         self.owns_run = False  # False inside an Azure ML job: the service starts and ends the job's run
 
     @classmethod
-    def start(cls, cfg, resumed_run_id: str | None = None, environ=os.environ, log=print) -> "MlflowRun | None":
+    def start(cls, cfg, environ: Mapping[str, str], resumed_run_id: str | None = None,
+              log=print) -> "MlflowRun | None":
         """Connect, then join Azure ML's run (MLFLOW_RUN_ID), the checkpoint's run, or create one. None when the
         tracking URI is missing; an object with `problem` set when MLflow cannot be used."""
         uri = environ.get(contract.ENV_MLFLOW_URI)

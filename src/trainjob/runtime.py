@@ -3,13 +3,12 @@
 import contextlib
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from trainjob import contract
+from trainjob.environment import Distributed
 from trainjob.errors import UserError
 
 
@@ -50,36 +49,6 @@ def choose_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def distributed_from_env(environ=os.environ) -> Distributed:
-    """torchrun and Azure ML's PyTorch distribution both set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT."""
-    def read(name: str, default: int) -> int:
-        value = environ.get(name, "")
-        try:
-            return int(value) if value else default
-        except ValueError:
-            raise UserError(f"environment variable {name} must be a whole number, got {value!r}") from None
-
-    world = read(contract.ENV_WORLD_SIZE, 1)
-    return Distributed(rank=read(contract.ENV_RANK, 0), world_size=world, local_rank=read(contract.ENV_LOCAL_RANK, 0),
-                       local_world_size=read(contract.ENV_LOCAL_WORLD_SIZE, 1))
 
 
 def init_distributed(d: Distributed, device: torch.device) -> torch.device:

@@ -15,13 +15,11 @@ from trainjob.errors import UserError
 
 
 def azure_run():
-    """The Azure ML Run this process belongs to, or None outside Azure ML (or without azureml-core installed).
+    """The Azure ML Run this process belongs to, or None (without azureml-core installed, or an offline run).
 
-    Azure ML sets AZUREML_RUN_ID inside a run; outside one Run.get_context() returns an offline run whose log() only
-    prints, so the SDK (slow to import) is not loaded at all then.
+    Call it only inside an Azure ML run (AZUREML_RUN_ID is set: RunContext.tracks_azureml): outside one
+    Run.get_context() returns an offline run whose log() only prints, and the SDK is slow to import.
     """
-    if not os.environ.get(contract.ENV_AZUREML_RUN_ID):
-        return None
     try:
         from azureml.core import Run
     except ImportError:

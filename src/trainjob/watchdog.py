@@ -53,14 +53,14 @@ class Watchdog:
                 return
 
 
-def exit_stalled(output_dir: str | os.PathLike | None) -> Callable[[str], None]:
-    """What a stall does in a real run: the reason on stderr and in failure.txt, then exit 4 at once (the stuck
-    thread cannot be unwound)."""
+def exit_stalled(output_dir: str | os.PathLike | None, is_main: bool = True) -> Callable[[str], None]:
+    """What a stall does in a real run: the reason on stderr and in failure.txt (from the main process only), then
+    exit 4 at once (the stuck thread cannot be unwound)."""
     from trainjob.outputs import write_failure
 
     def stalled(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
-        if os.environ.get(contract.ENV_RANK, "0") in ("", "0"):
+        if is_main:
             write_failure(Path(output_dir) if output_dir else None, line)
         os._exit(contract.EXIT_STALLED)
 

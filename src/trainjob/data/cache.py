@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from trainjob import contract
 from trainjob.atomic import save_npz
 from trainjob.errors import UserError
 
 CACHE_VERSION = 2  # bump when the decoding policy or the key changes, so old caches are never read (2: ctime, inode)
-DEFAULT_CACHE_DIR = Path("~/.cache/trainjob")
 OFF = ("off", "none", "no", "false", "0")
 
 
@@ -29,7 +29,7 @@ def resolve_cache_dir(cache_dir: str | None, data_root: Path | None, log: Callab
     if cache_dir is not None and cache_dir.strip().lower() in OFF:
         return None
     explicit = cache_dir is not None
-    folder = Path(cache_dir).expanduser() if explicit else DEFAULT_CACHE_DIR.expanduser()
+    folder = Path(cache_dir).expanduser() if explicit else Path(contract.DEFAULT_CACHE_DIR).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         folder = folder.resolve()

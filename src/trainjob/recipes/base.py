@@ -5,6 +5,7 @@ recipe as uint8 tensors (B, 3, H, W); normalisation and augmentation happen here
 """
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, ClassVar
 
 import torch
@@ -18,9 +19,10 @@ from trainjob.preprocess import normalize
 class Recipe:
     name: ClassVar[str]
     arch: ClassVar[str]
-    # Values for the hyperparameter flags a user leaves out (config.RECIPE_DEFAULTED); a recipe without a setting
-    # (the tutorial's fixed Net has no --width) leaves it out and refuses the flag.
-    defaults: ClassVar[dict[str, Any]]
+    # A frozen dataclass of every hyperparameter; those named in config.recipe_settings(name) are the values of the
+    # flags a user leaves out (config.recipe_defaults). A recipe without a setting (the tutorial's fixed Net has no
+    # --width) has no such field, and config refuses the flag.
+    hyperparameters: ClassVar[Any]
     mean: ClassVar[tuple[float, ...]]
     std: ClassVar[tuple[float, ...]]
     drop_last: ClassVar[bool] = False  # whether the engine drops each epoch's last partial batch
@@ -38,10 +40,12 @@ class Recipe:
         self.train_model = wrap(self.trainable())  # the DistributedDataParallel wrapper under torchrun, else as is
 
     @classmethod
-    def load_data(cls, cfg, *, log, output_dir, d, device, stop) -> Dataset:
-        """The dataset as this recipe trains on it: uint8 pixels here (the transfer recipe: backbone features)."""
+    def load_data(cls, ctx) -> Dataset:
+        """The dataset as this recipe trains on it (ctx: the run's context.RunContext): uint8 pixels here (the
+        transfer recipe: backbone features)."""
+        cfg = ctx.cfg
         return load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                            cache_dir=cfg.cache_dir, demo=cfg.demo, log=log)
+                            cache_dir=cfg.cache_dir, demo=cfg.demo, log=ctx.log)
 
     def trainable(self) -> nn.Module:
         """The module train_step calls (and DDP wraps): the model, unless a recipe trains on something else."""
@@ -88,6 +92,11 @@ class Recipe:
     def describe(self) -> dict:
         """Recipe facts for summary.json (precision chosen, and so on)."""
         return {"recipe": self.name, "arch": self.arch}
+
+    def settings(self) -> dict[str, Any]:
+        """The hyperparameters this run trains with: the recipe's, with the flags' values over theirs."""
+        own = asdict(self.hyperparameters)
+        return {**own, **{name: getattr(self.cfg, name) for name in own if hasattr(self.cfg, name)}}
 
     def startup_note(self) -> str | None:
         """One line for the log before training: a choice made for the user that they should know about."""

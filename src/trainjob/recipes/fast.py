@@ -11,11 +11,11 @@ arithmetic), batches of 1000 (512 and 2000 run slower per image on two cores), t
 downscaled to 3/4 (progressive resizing: 0.55x the arithmetic, and a better model at epoch 4 than full-size epochs
 gave), bf16 autocast where the CPU has native bf16 (fp32 otherwise), and full TTA only at the final evaluation.
 
-Every hyperparameter is in HYP below; the CLI's --learning_rate, --momentum, --epochs, --batch_size, --image_size and
---width override theirs through FastRecipe.defaults.
+Every hyperparameter is in HYP below; the flags config.recipe_settings("fast") names (--learning_rate, --momentum,
+--epochs, --batch_size, --image_size, --width) override theirs.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -63,7 +63,6 @@ class Hyperparameters:
 
 
 HYP = Hyperparameters()
-CLI_SETTINGS = ("learning_rate", "momentum", "epochs", "batch_size", "image_size", "width")  # flags that override HYP
 
 # CIFAR-10's channel statistics; for other data the whitening layer, set from the data, takes up the difference.
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -96,7 +95,7 @@ def whitening_filters(x: torch.Tensor, kernel: int, eps: float) -> torch.Tensor:
 class FastRecipe(Recipe):
     name = "fast"
     arch = "fastnet"
-    defaults = {name: getattr(HYP, name) for name in CLI_SETTINGS}  # HYP is the one source
+    hyperparameters = HYP
     bf16 = True
     mean = MEAN
     std = STD
@@ -228,4 +227,4 @@ class FastRecipe(Recipe):
 
     def describe(self):
         return {"recipe": self.name, "arch": self.arch, "precision": self.precision, "total_steps": self.total_steps,
-                "hyperparameters": {**asdict(HYP), **{k: getattr(self.cfg, k) for k in self.defaults}}}
+                "hyperparameters": self.settings()}

@@ -6,13 +6,13 @@ features are kept (features.py). The head then trains on those features in secon
 feature rows (B, ...) instead of pixels; the model it exports (models.TransferNet) takes pixels like every
 other model.pt, so `predict` needs nothing special.
 
-Every hyperparameter is in HYP below; --learning_rate, --momentum, --epochs, --batch_size and --image_size override
-theirs through TransferRecipe.defaults.
+Every hyperparameter is in HYP below; the flags config.recipe_settings("transfer") names (--learning_rate,
+--momentum, --epochs, --batch_size, --image_size, --backbone) override theirs.
 """
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,7 +23,6 @@ from trainjob import backbones
 from trainjob.data import load_dataset
 from trainjob.data.cache import resolve_cache_dir
 from trainjob.features import FeatureExtractor
-from trainjob.outputs import checkpoint_dir
 from trainjob.preprocess import normalize
 from trainjob.recipes.base import Recipe
 from trainjob.runtime import choose_precision
@@ -40,12 +39,12 @@ class Hyperparameters:
     weight_decay: float = 5e-4  # L2, coupled (SGD's weight_decay)
     label_smoothing: float = 0.1  # share of the target spread over all classes
     tail_lr_scale: float = 0.1  # --finetune: the pretrained last stage learns at this fraction of the head's lr
+    backbone: str = backbones.DEFAULT  # the pretrained network (backbones.BACKBONES); the image has its weights
     # No flip augmentation or flip TTA: features of the mirrored images, for training and for evaluation, left the
     # accuracy where it was on photos20 (frozen and fine-tuned) for twice the extraction time (docs/benchmarks.md).
 
 
 HYP = Hyperparameters()
-CLI_SETTINGS = ("learning_rate", "momentum", "epochs", "batch_size", "image_size")  # flags that override HYP
 
 
 @functools.lru_cache(maxsize=2)
@@ -68,7 +67,7 @@ class _FromCached(nn.Module):
 class TransferRecipe(Recipe):
     name = "transfer"
     arch = "transfer"
-    defaults = {**{name: getattr(HYP, name) for name in CLI_SETTINGS}, "backbone": backbones.DEFAULT}  # one source
+    hyperparameters = HYP
     bf16 = True
     mean = backbones.IMAGENET_MEAN  # every backbone offered was trained on ImageNet with these
     std = backbones.IMAGENET_STD
@@ -79,7 +78,8 @@ class TransferRecipe(Recipe):
 
     # --- data: features instead of pixels ---
     @classmethod
-    def load_data(cls, cfg, *, log, output_dir: Path, d, device, stop):
+    def load_data(cls, ctx):
+        cfg, device = ctx.cfg, ctx.device
         trunk, tail, facts = pretrained(cfg.backbone, cfg.weights, cfg.weights_sha256)
         precision = choose_precision(cfg.precision, device)
         encoder = (trunk if cfg.finetune else nn.Sequential(trunk, tail)).to(device).eval()
@@ -96,14 +96,13 @@ class TransferRecipe(Recipe):
                               str(cfg.image_size), precision])
         data_root = Path(cfg.data_path) if cfg.data_path and not cfg.demo else None
         extractor = FeatureExtractor(encode, prepare, image_size=cfg.image_size, settings=settings,
-                                     chunk_dir=checkpoint_dir(cfg, output_dir),
-                                     cache_dir=resolve_cache_dir(cfg.cache_dir, data_root, log), d=d, log=log)
-        stop.kept = f"the features extracted so far are kept in {checkpoint_dir(cfg, output_dir)}"
-        try:
+                                     chunk_dir=ctx.checkpoint_dir,
+                                     cache_dir=resolve_cache_dir(cfg.cache_dir, data_root, ctx.log), d=ctx.d,
+                                     log=ctx.log)
+        with ctx.stop.keeping(f"the features extracted so far are kept in {ctx.checkpoint_dir}"):
             return load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
-                                seed=cfg.seed, cache_dir=cfg.cache_dir, demo=cfg.demo, log=log, features=extractor)
-        finally:
-            stop.kept = None
+                                seed=cfg.seed, cache_dir=cfg.cache_dir, demo=cfg.demo, log=ctx.log,
+                                features=extractor)
 
     # --- the model ---
     def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m):
@@ -180,4 +179,4 @@ class TransferRecipe(Recipe):
     def describe(self):
         return {"recipe": self.name, "arch": self.arch, **self.facts, "finetune": bool(self.cfg.finetune),
                 "precision": self.precision, "total_steps": self.total_steps,
-                "hyperparameters": {**asdict(HYP), **{k: getattr(self.cfg, k) for k in self.defaults}}}
+                "hyperparameters": self.settings()}

@@ -1,5 +1,7 @@
 """The tutorial's recipe, exactly: Net, SGD(lr, momentum), cross-entropy, batch 4, 2 epochs, Normalize(0.5, 0.5)."""
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -13,10 +15,21 @@ from trainjob.recipes.net_sgd import NetSGD
 SMALL_BATCH = 64
 
 
+@dataclass(frozen=True)
+class Hyperparameters:
+    """The tutorial's own values (its train.py; --learning_rate and --momentum are what its run passes)."""
+
+    learning_rate: float = 0.001  # SGD's lr
+    momentum: float = 0.9  # SGD's momentum
+    epochs: int = 2  # passes over the training set
+    batch_size: int = 4  # images per step per process
+    image_size: int = 32  # pixels per side: Net takes 32x32 only
+
+
 class TutorialRecipe(Recipe):
     name = "tutorial"
     arch = "net"
-    defaults = {"learning_rate": 0.001, "momentum": 0.9, "epochs": 2, "batch_size": 4, "image_size": 32}
+    hyperparameters = Hyperparameters()
     mean = (0.5, 0.5, 0.5)
     std = (0.5, 0.5, 0.5)
 
