@@ -43,7 +43,6 @@ IDLE_SECONDS = 2400  # seconds idle before the cluster scales down to MIN_NODES
 DATASTORE_PATH = "datasets/cifar10"  # folder on the default datastore the data is uploaded to and mounted from
 EXPERIMENT = "day1-experiment-data"
 INPUT_NAME = "input"  # the dataset's name inside the run: as_named_input('input')
-TUTORIAL_ARGS = ("--learning_rate", "0.003", "--momentum", "0.92")  # after --data_path <dataset>
 CHECKPOINT_ROOT = "trainjob-checkpoints"  # <datastore>/trainjob-checkpoints/<experiment>/<run key>/
 CHECKPOINT_OUTPUT = "checkpoints"  # the named output bound to the trainer's --checkpoint_dir (v1 and v2)
 
@@ -52,9 +51,8 @@ ENVIRONMENT = "trainjob"  # Azure ML environment name; names starting with Azure
 INTERPRETER = "/opt/venv/bin/python"  # the image's venv python, which has trainjob and azureml-core installed
 DEFAULT_DATASTORE = "workspaceblobstore"  # Azure ML's default datastore name; used offline by --dry-run
 
-# --- Exit codes ---------------------------------------------------------------------------------------------------
+# --- Exit codes (1, an internal error, is Python's own: run_main lets the traceback through) ----------------------
 EXIT_OK = 0
-EXIT_INTERNAL = 1
 EXIT_USER = 2
 EXIT_RUN_FAILED = 3
 EXIT_INTERRUPTED = 130
