@@ -61,12 +61,73 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "model.pt", weights_only=True)["state_dict"]
 
 
-def main() -> int:
+class Failed(Exception):
+    """A container exited other than the stop sent to it expects: printed as one error line, exit 1."""
+
+
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", default="trainjob:latest")
     p.add_argument("--stops", type=int, default=5, help="how many times to stop the job")
     p.add_argument("--seed", type=int, default=None, help="seed for the stop moments (default: random)")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def stop_once(name: str, kill: bool, rng: random.Random) -> tuple[int, float]:
+    """Stop the container at a random moment in its next ~2 s of training: its exit code and seconds to exit."""
+    time.sleep(rng.uniform(0.0, 2.0))
+    sent = time.monotonic()
+    docker("kill" if kill else "stop", *([] if kill else ["-t", "10"]), name, check=False)
+    code = int(docker("wait", name).stdout.strip())
+    took = time.monotonic() - sent
+    docker("rm", name, check=False)
+    return code, took
+
+
+def stop_and_resume(image: str, out: Path, stops: int, rng: random.Random) -> tuple[int, list[float]]:
+    """Start the job in out, stop it, start it again with the same command, `stops` times; then let it finish.
+    The stops survived, and the seconds each SIGTERM stop took."""
+    survived, stop_seconds, attempt = 0, [], 0
+    while True:
+        attempt += 1
+        name = f"trainjob-chaos-{attempt}"
+        docker(*run_args(image, out, name, detach=True))
+        if survived < stops and wait_for_training(name):
+            kill = survived % 3 == 2  # every third stop gives no warning at all
+            code, took = stop_once(name, kill, rng)
+            if code == 0:
+                print(f"stop {survived + 1} came after the job had finished", flush=True)
+                return survived, stop_seconds
+            expected = 137 if kill else 143
+            if code != expected:
+                raise Failed(f"after {'docker kill' if kill else 'docker stop'} the container exited {code}, "
+                             f"expected {expected}")
+            survived += 1
+            if not kill:
+                stop_seconds.append(took)
+            print(f"stop {survived}: {'SIGKILL' if kill else 'SIGTERM'} -> exit {code} in {took:.1f} s", flush=True)
+            continue
+        code = int(docker("wait", name).stdout.strip())
+        docker("rm", name, check=False)
+        if code != 0:
+            raise Failed(f"the final resumed run exited {code}")
+        return survived, stop_seconds
+
+
+def compare(ref: Path, chaos: Path, survived: int, stop_seconds: list[float]) -> int:
+    """Print how the stopped run ended beside the unstopped one: 0 if the weights and test accuracy are the same."""
+    a, b = weights(ref), weights(chaos)
+    largest = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    same_metrics = json.loads((ref / "summary.json").read_text())["test_accuracy"] == json.loads(
+        (chaos / "summary.json").read_text())["test_accuracy"]
+    slowest = f", slowest SIGTERM stop {max(stop_seconds):.1f} s (docker allows 10)" if stop_seconds else ""
+    print(f"survived {survived} of {survived} stops{slowest}; largest weight difference {largest:g}; "
+          f"test accuracy {'identical' if same_metrics else 'DIFFERENT'}")
+    return 0 if largest == 0 and same_metrics else 1
+
+
+def main() -> int:
+    args = parse_args()
     if shutil.which("docker") is None or docker("info", check=False).returncode != 0:
         print("error: no Docker engine answers: start one (scripts/docker/start_engine.sh) and `make build`",
               file=sys.stderr)
@@ -80,48 +141,12 @@ def main() -> int:
     print(f"chaos seed {seed}; outputs in {work}", flush=True)
     duration = unstopped(args.image, ref)
     print(f"unstopped run: {duration:.1f} s from docker run to exit", flush=True)
-
-    survived, stop_seconds, attempt = 0, [], 0
-    while True:
-        attempt += 1
-        name = f"trainjob-chaos-{attempt}"
-        docker(*run_args(args.image, chaos, name, detach=True))
-        if survived < args.stops and wait_for_training(name):
-            time.sleep(rng.uniform(0.0, 2.0))  # a random moment in the next ~2 s of training
-            kill = survived % 3 == 2  # every third stop gives no warning at all
-            sent = time.monotonic()
-            docker("kill" if kill else "stop", *([] if kill else ["-t", "10"]), name, check=False)
-            code = int(docker("wait", name).stdout.strip())
-            took = time.monotonic() - sent
-            docker("rm", name, check=False)
-            if code == 0:
-                print(f"stop {survived + 1} came after the job had finished", flush=True)
-                break
-            expected = 137 if kill else 143
-            if code != expected:
-                print(f"error: after {'docker kill' if kill else 'docker stop'} the container exited {code}, "
-                      f"expected {expected}", file=sys.stderr)
-                return 1
-            survived += 1
-            if not kill:
-                stop_seconds.append(took)
-            print(f"stop {survived}: {'SIGKILL' if kill else 'SIGTERM'} -> exit {code} in {took:.1f} s", flush=True)
-            continue
-        code = int(docker("wait", name).stdout.strip())
-        docker("rm", name, check=False)
-        if code != 0:
-            print(f"error: the final resumed run exited {code}", file=sys.stderr)
-            return 1
-        break
-
-    a, b = weights(ref), weights(chaos)
-    largest = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-    same_metrics = json.loads((ref / "summary.json").read_text())["test_accuracy"] == json.loads(
-        (chaos / "summary.json").read_text())["test_accuracy"]
-    slowest = f", slowest SIGTERM stop {max(stop_seconds):.1f} s (docker allows 10)" if stop_seconds else ""
-    print(f"survived {survived} of {survived} stops{slowest}; largest weight difference {largest:g}; "
-          f"test accuracy {'identical' if same_metrics else 'DIFFERENT'}")
-    return 0 if largest == 0 and same_metrics else 1
+    try:
+        survived, stop_seconds = stop_and_resume(args.image, chaos, args.stops, rng)
+    except Failed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return compare(ref, chaos, survived, stop_seconds)
 
 
 if __name__ == "__main__":

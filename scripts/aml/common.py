@@ -1,14 +1,19 @@
-"""What every Azure ML control script shares: the tutorial's names, the workspace flags, sign-in, and error mapping.
+"""What every Azure ML control script shares: the tutorial's names, the workspace flags and config, and run_main.
 
 These scripts run on your machine and drive Azure ML. They never run inside the image, and the training package never
 imports them. Every Azure call happens inside main(); importing a script does nothing. The folder:
 
-    common.py        what both SDKs share: the tutorial's names, workspace flags and config, checkpoint paths, errors
+    common.py        what both SDKs share: the tutorial's names, workspace flags and config, checkpoint paths, run_main
     v1.py            SDK v1 (azureml-core, the tutorial's and the default): sign-in, the workspace, its errors
-    v2.py            SDK v2 (azure-ai-ml): MLClient, the command job, the sweep, YAML for the dry runs
+    v2.py            SDK v2 (azure-ai-ml): MLClient, the command job, the sweep, YAML for the dry runs, its errors
     workspace.py compute.py upload_data.py push_image.py submit.py    one per make target; --sdk v1 | v2
     sweep.py register_model.py deploy.py                              SDK v2 only
     launcher/        the v1 run's entry script;  serving/  the online endpoint's scoring script
+
+Imports go one way. common.py imports no other script. v1.py and v2.py import only common.py; each maps its own SDK's
+exceptions to one-line errors (its user_error, marked @common.sdk_errors, which run_main asks once it is imported).
+A make-target script imports the SDK modules it uses at its top, so their mappings are in place before main() runs.
+sweep.py and deploy.py build on submit.py, and submit.py on push_image.py.
 
 Exit codes (the same for every script in scripts/aml/):
     0    done
@@ -38,7 +43,6 @@ IDLE_SECONDS = 2400  # seconds idle before the cluster scales down to MIN_NODES
 DATASTORE_PATH = "datasets/cifar10"  # folder on the default datastore the data is uploaded to and mounted from
 EXPERIMENT = "day1-experiment-data"
 INPUT_NAME = "input"  # the dataset's name inside the run: as_named_input('input')
-TUTORIAL_ARGS = ("--learning_rate", "0.003", "--momentum", "0.92")  # after --data_path <dataset>
 CHECKPOINT_ROOT = "trainjob-checkpoints"  # <datastore>/trainjob-checkpoints/<experiment>/<run key>/
 CHECKPOINT_OUTPUT = "checkpoints"  # the named output bound to the trainer's --checkpoint_dir (v1 and v2)
 
@@ -47,9 +51,8 @@ ENVIRONMENT = "trainjob"  # Azure ML environment name; names starting with Azure
 INTERPRETER = "/opt/venv/bin/python"  # the image's venv python, which has trainjob and azureml-core installed
 DEFAULT_DATASTORE = "workspaceblobstore"  # Azure ML's default datastore name; used offline by --dry-run
 
-# --- Exit codes ---------------------------------------------------------------------------------------------------
+# --- Exit codes (1, an internal error, is Python's own: run_main lets the traceback through) ----------------------
 EXIT_OK = 0
-EXIT_INTERNAL = 1
 EXIT_USER = 2
 EXIT_RUN_FAILED = 3
 EXIT_INTERRUPTED = 130
@@ -169,6 +172,30 @@ def git_sha(short: bool = True) -> str | None:
 
 
 # --- Error mapping ------------------------------------------------------------------------------------------------
+_SDK_ERRORS = []  # v1.user_error and v2.user_error: each SDK module adds its own mapping when it is imported
+
+
+def sdk_errors(mapper):
+    """Decorator for an SDK module's user_error(e): its own exceptions as an AmlError, None for any other. run_main
+    asks every mapping imported, so common.py needs neither SDK module."""
+    _SDK_ERRORS.append(mapper)
+    return mapper
+
+
+def sign_in_failed(e: Exception) -> NotSignedIn:
+    """An SDK's failed sign-in as one line."""
+    return NotSignedIn(f"Azure sign-in failed ({_sdk_message(e)}): run `az login` (or pass --auth interactive)")
+
+
+def service_refused(e: Exception) -> AmlError:
+    """The service's refusal, or an SDK's own check, as one line."""
+    return AmlError(f"Azure ML: {_sdk_message(e)} (AML_DEBUG=1 shows the traceback)")
+
+
+def _sdk_message(e: Exception) -> str:
+    return _one_line(getattr(e, "message", None) or e)
+
+
 def _user_error_in_chain(exc: BaseException) -> AmlError | None:
     """Our AmlError, even when the SDK wrapped it (as __cause__, __context__ or its inner_exception)."""
     seen = set()
@@ -207,21 +234,8 @@ def _sdk_user_error(e: Exception) -> AmlError | None:
     """The SDKs' own user-facing exceptions as one line. Anything else is ours to fix and keeps its traceback."""
     if os.environ.get("AML_DEBUG"):
         return None
-    import v1
-
-    return _v2_user_error(e) or v1.user_error(e)
-
-
-def _v2_user_error(e: Exception) -> AmlError | None:
-    """azure-ai-ml and azure-identity: sign-in failures, the service's refusals (HTTP 4xx) and the SDK's own checks."""
-    try:
-        from azure.ai.ml.exceptions import MlException
-        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-    except ImportError:
-        return None
-    message = _one_line(getattr(e, "message", None) or e)
-    if isinstance(e, ClientAuthenticationError):
-        return NotSignedIn(f"Azure sign-in failed ({message}): run `az login` (or pass --auth interactive)")
-    if isinstance(e, MlException) or (isinstance(e, HttpResponseError) and 400 <= (e.status_code or 0) < 500):
-        return AmlError(f"Azure ML: {message} (AML_DEBUG=1 shows the traceback)")
+    for mapper in _SDK_ERRORS:
+        mine = mapper(e)
+        if mine is not None:
+            return mine
     return None

@@ -15,6 +15,7 @@ import sys
 
 import common
 import v1
+import v2
 
 
 def build_parser():
@@ -41,8 +42,6 @@ def check_sizes(args) -> None:
 def amlcompute_v2(args):
     """The cluster as an azure.ai.ml AmlCompute entity."""
     check_sizes(args)
-    import v2
-
     v2.import_sdk()
     from azure.ai.ml.entities import AmlCompute
 
@@ -52,8 +51,6 @@ def amlcompute_v2(args):
 
 
 def main_v2(args) -> None:
-    import v2
-
     cluster = amlcompute_v2(args)
     if args.dry_run:
         path = v2.write_yaml(cluster, "compute.yml")

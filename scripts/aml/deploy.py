@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import common
+import v2
 
 SERVING_DIR = Path(__file__).resolve().parent / "serving"
 ENDPOINT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")  # Azure ML: 3-32 chars, unique per region
@@ -52,8 +53,6 @@ def entities(args, image: str):
                               "prints both)")
     if args.instance_count < 1:
         raise common.AmlError(f"--instance-count must be at least 1, got {args.instance_count}")
-    import v2
-
     v2.import_sdk()
     from azure.ai.ml.entities import (
         CodeConfiguration,
@@ -82,7 +81,6 @@ def entities(args, image: str):
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     import submit
-    import v2
 
     if args.dry_run:
         endpoint, deployment = entities(args, submit.v2_image(args))

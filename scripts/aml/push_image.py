@@ -27,6 +27,7 @@ from pathlib import Path
 
 import common
 import v1
+import v2
 
 ACR_SUFFIX = {"AzureCloud": "azurecr.io", "AzureChinaCloud": "azurecr.cn", "AzureUSGovernment": "azurecr.us"}
 
@@ -155,8 +156,6 @@ def workspace_build_environment(args):
 
 def environment_v2(name: str, image: str):
     """The image as an azure.ai.ml Environment, as it is: the job's command calls `train` on the image's PATH."""
-    import v2
-
     v2.import_sdk()
     from azure.ai.ml.entities import Environment
 
@@ -166,8 +165,6 @@ def environment_v2(name: str, image: str):
 def main_v2(args, local: str) -> None:
     """Push as v1 does, then register the image as a v2 environment. The workspace pulls it with its own identity;
     a private registry elsewhere needs AcrPull for that identity (v2 environments carry no registry password)."""
-    import v2
-
     if args.workspace_build or registry_credentials_given(args):
         raise common.AmlError("--workspace-build and registry credentials are v1 flags: with --sdk v2 push the "
                               "image (make build push-image) and give the workspace's identity AcrPull on --registry")

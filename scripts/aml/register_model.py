@@ -15,6 +15,7 @@ import re
 import sys
 
 import common
+import v2
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")  # Azure ML's rule for asset names
 
@@ -30,8 +31,6 @@ def build_parser():
 
 
 def model_entity(args):
-    import v2
-
     for flag, value in (("--job", args.job), ("--name", args.name)):
         if not NAME.match(value):
             raise common.AmlError(f"{flag} {value!r} is not an Azure ML name: letters, digits, '-', '_' and '.', "
@@ -48,8 +47,6 @@ def model_entity(args):
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    import v2
-
     model = model_entity(args)
     if args.dry_run:
         path = v2.write_yaml(model, "model.yml")

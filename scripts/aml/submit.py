@@ -23,6 +23,7 @@ from pathlib import Path
 
 import common
 import v1
+import v2
 
 LAUNCHER_DIR = Path(__file__).resolve().parent / "launcher"
 LAUNCHER = "train.py"
@@ -243,8 +244,6 @@ def v2_image(args, client=None) -> str:
 
 
 def submit_v2(args) -> None:
-    import v2
-
     if args.dry_run:
         job = v2.command_job(args, v2_image(args))
         path = v2.write_yaml(job, "job.yml")

@@ -17,6 +17,7 @@ import sys
 
 import common
 import submit
+import v2
 
 
 def build_parser():
@@ -41,8 +42,6 @@ def build_parser():
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    import v2
-
     if args.max_trials < 1:
         raise common.AmlError(f"--max-trials must be at least 1, got {args.max_trials}")
     if args.dry_run:

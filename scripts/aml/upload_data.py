@@ -22,6 +22,7 @@ from pathlib import Path
 
 import common
 import v1
+import v2
 
 
 def build_parser():
@@ -89,8 +90,6 @@ def files_to_upload(src: str, target_path: str) -> list[tuple[Path, str]]:
 # --- SDK v2 ---------------------------------------------------------------------------------------------------------
 def data_asset(name: str, datastore: str, target_path: str, src: str):
     """The uploaded folder as a v2 uri_folder data asset (the version is the service's next number)."""
-    import v2
-
     v2.import_sdk()
     from azure.ai.ml.constants import AssetTypes
     from azure.ai.ml.entities import Data
@@ -148,8 +147,6 @@ def upload(container, files: list[tuple[Path, str]], workers: int = 8) -> int:
 
 
 def main_v2(args) -> None:
-    import v2
-
     files = files_to_upload(args.src, args.target_path)
     if args.dry_run:
         store = args.datastore or common.DEFAULT_DATASTORE

@@ -116,7 +116,9 @@ def offline_workspace(args):
     return ws, {**c, "source": source}
 
 
+@common.sdk_errors
 def user_error(e: Exception) -> common.AmlError | None:
+    """azureml-core's sign-in failures and its user errors (workspace, compute) as one line; None for anything else."""
     try:
         from azureml.exceptions import (
             AuthenticationException,
@@ -126,9 +128,8 @@ def user_error(e: Exception) -> common.AmlError | None:
         )
     except ImportError:
         return None
-    message = common._one_line(getattr(e, "message", None) or e)
     if isinstance(e, AuthenticationException):
-        return common.NotSignedIn(f"Azure sign-in failed ({message}): run `az login` (or pass --auth interactive)")
+        return common.sign_in_failed(e)
     if isinstance(e, (UserErrorException, WorkspaceException, ComputeTargetException)):
-        return common.AmlError(f"Azure ML: {message} (AML_DEBUG=1 shows the traceback)")
+        return common.service_refused(e)
     return None

@@ -1,4 +1,5 @@
-"""Azure ML SDK v2 (azure-ai-ml): the tutorial's run as a command job, its sweep, and checkpoints on the datastore.
+"""Azure ML SDK v2 (azure-ai-ml): the tutorial's run as a command job, its sweep, checkpoints on the datastore, and
+the SDK's errors as one line.
 
 Built from the SDK's own objects (command(), Input, Output, PyTorchDistribution, .sweep()), so the dry run's YAML is
 what `az ml job create --file` takes and what the SDK sends. Nothing here runs inside the image.
@@ -161,6 +162,21 @@ def credential(args):
     if args.auth == "interactive":
         return InteractiveBrowserCredential(tenant_id=args.tenant_id)
     return {"cli": AzureCliCredential, "msi": ManagedIdentityCredential, "sp": EnvironmentCredential}[args.auth]()
+
+
+@common.sdk_errors
+def user_error(e: Exception) -> common.AmlError | None:
+    """azure-ai-ml and azure-identity: sign-in failures, the service's refusals (HTTP 4xx) and the SDK's own checks."""
+    try:
+        from azure.ai.ml.exceptions import MlException
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+    except ImportError:
+        return None
+    if isinstance(e, ClientAuthenticationError):
+        return common.sign_in_failed(e)
+    if isinstance(e, MlException) or (isinstance(e, HttpResponseError) and 400 <= (e.status_code or 0) < 500):
+        return common.service_refused(e)
+    return None
 
 
 # Final job statuses (azure.ai.ml JobStatus) and the exit code each maps to (common.py's table).

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import common
 import v1
+import v2
 
 
 def build_parser():
@@ -30,8 +31,6 @@ def build_parser():
 
 
 def main_v2(args, c: dict) -> None:
-    import v2
-
     v2.import_sdk()
     from azure.ai.ml import MLClient
     from azure.ai.ml.entities import Workspace
