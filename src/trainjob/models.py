@@ -39,11 +39,12 @@ class FastNet(nn.Module):
     """airbench94's net (KellerJordan/cifar10-airbench) for any image size: a frozen 2x2 whitening conv, three
     conv-pool-BN-GELU groups and a global max pool, so 24x24 or 96x96 inputs and any class count work unchanged.
 
-    The fast recipe passes every argument (its hyperparameter block is the one source); model.pt records them.
+    The fast recipe passes every argument (its hyperparameter block is the one source, so none has a default here);
+    model.pt records them.
     """
 
-    def __init__(self, num_classes: int = 10, image_size: int = 32, widths: tuple[int, ...] = (64, 256, 256),
-                 bn_momentum: float = 0.4, bn_eps: float = 1e-12, logit_scale: float = 1 / 9):
+    def __init__(self, *, num_classes: int, image_size: int, widths: tuple[int, ...], bn_momentum: float, bn_eps: float,
+                 logit_scale: float):
         super().__init__()
         kernel = 2
         # 2 * 3 * 2 * 2 = 24 channels: each whitening eigen-filter and its negation (set from data by the recipe).
@@ -91,11 +92,10 @@ class TransferNet(nn.Module):
     """An ImageNet-pretrained backbone (backbones.py) and a linear head for the user's classes.
 
     trunk (always frozen) -> tail (trained by --finetune) -> pooled features -> head. The recipe loads the
-    pretrained weights; built from model.pt, every weight comes from there.
+    pretrained weights; built from model.pt, every weight comes from there. The recipe passes every argument.
     """
 
-    def __init__(self, num_classes: int = 10, image_size: int = 256, backbone: str = "efficientnet_lite0",
-                 finetune: bool = False):
+    def __init__(self, *, num_classes: int, image_size: int, backbone: str, finetune: bool):
         super().__init__()
         from trainjob import backbones
 
@@ -103,11 +103,6 @@ class TransferNet(nn.Module):
         self.head = nn.Linear(backbones.get(backbone).features, num_classes)
         self.finetune = finetune
         self.to(memory_format=torch.channels_last)
-
-    def cached(self, x: torch.Tensor) -> torch.Tensor:
-        """What the recipe computes once per image: the tail's input with --finetune, else the pooled features."""
-        x = self.trunk(x)
-        return x if self.finetune else self.tail(x)
 
     def from_cached(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.tail(x) if self.finetune else x)
