@@ -13,6 +13,7 @@ ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"  # an MLflow server (or azureml://, set b
 ENV_MLFLOW_RUN_ID = "MLFLOW_RUN_ID"  # set by Azure ML v2 jobs: the job's own MLflow run, which metrics join
 ENV_MLFLOW_EXPERIMENT = "MLFLOW_EXPERIMENT_NAME"  # the MLflow experiment of a new run (default trainjob)
 ENV_SERVE_MAX_BYTES = "TRAINJOB_SERVE_MAX_BYTES"  # train serve: the largest request body (default 20 MB)
+ENV_REVISION = "TRAINJOB_REVISION"  # the code's git commit, set in the image at build time (version.code_version)
 ENV_SERVE_MODEL = "TRAINJOB_MODEL"  # set by train serve for its scoring script; on Azure, AZUREML_MODEL_DIR instead
 # Set by torchrun and by Azure ML's PyTorch distribution. WORLD_SIZE > 1 switches on DistributedDataParallel; the
 # others say which process this is.
