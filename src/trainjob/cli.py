@@ -16,6 +16,7 @@ import traceback
 from trainjob import contract
 from trainjob.errors import DivergedError, Stopped, UserError
 from trainjob.outputs import resolve_output_dir, write_failure
+from trainjob.version import code_version
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,6 +59,7 @@ def run(argv: list[str]) -> int:
 
         cfg = parse_args(argv)
         output_dir = cfg.output_dir
+        code_version()  # read now, before training: an edit or commit made during a long run is not its code
         watchdog = Watchdog(cfg.stall_timeout, exit_stalled(output_dir)).start()
         try:
             train(cfg, stop, started)
