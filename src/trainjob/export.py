@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from trainjob import contract
-from trainjob.errors import UserError
+from trainjob.errors import UserError, user_errors_exit
 
 INPUT, OUTPUT = "images", "scores"
 OPSET = 18  # the dynamo exporter's default in torch 2.14; onnxruntime 1.32 runs it
@@ -108,14 +108,11 @@ def check(path: Path, wrapped: nn.Module, size: int) -> float:
     return worst
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output = Path(args.output) if args.output else Path(args.model).with_name("model.onnx")
-    try:
-        done = export(args.model, output)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return contract.EXIT_USER
+    done = export(args.model, output)
     print(f"wrote {done['output']} ({done['bytes'] / 1e6:.1f} MB, weights inside); onnxruntime matches PyTorch to "
           f"{done['max_abs_difference']:.1e} on random images")
     return contract.EXIT_OK
