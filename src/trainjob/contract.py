@@ -12,7 +12,7 @@ ENV_AZUREML_RUN_ID = "AZUREML_RUN_ID"  # set by Azure ML inside a run; outputs t
 ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"  # an MLflow server (or azureml://, set by Azure ML v2 jobs): metrics go there
 ENV_MLFLOW_RUN_ID = "MLFLOW_RUN_ID"  # set by Azure ML v2 jobs: the job's own MLflow run, which metrics join
 ENV_MLFLOW_EXPERIMENT = "MLFLOW_EXPERIMENT_NAME"  # the MLflow experiment of a new run (default trainjob)
-ENV_SERVE_MAX_BYTES = "TRAINJOB_SERVE_MAX_BYTES"  # train serve: the largest request body (default 20 MB)
+ENV_SERVE_MAX_BYTES = "TRAINJOB_SERVE_MAX_BYTES"  # train serve: the largest request body (DEFAULT_SERVE_MAX_BYTES)
 ENV_REVISION = "TRAINJOB_REVISION"  # the code's git commit, set in the image at build time (version.code_version)
 ENV_SERVE_MODEL = "TRAINJOB_MODEL"  # set by train serve for its scoring script; on Azure, AZUREML_MODEL_DIR instead
 # Set by torchrun and by Azure ML's PyTorch distribution. WORLD_SIZE > 1 switches on DistributedDataParallel; the
@@ -25,6 +25,8 @@ ENV_LOCAL_WORLD_SIZE = "LOCAL_WORLD_SIZE"
 # --- Defaults -------------------------------------------------------------------------------------------------------
 DEFAULT_OUTPUT_DIR = "./outputs"  # the folder Azure ML uploads from a run's working directory
 AZUREML_OUTPUT_DIR = "./outputs"
+# train serve reads a whole request body into memory: the limit keeps one client from exhausting a worker.
+DEFAULT_SERVE_MAX_BYTES = 20_000_000
 
 # --- Files written to the output folder -----------------------------------------------------------------------------
 MODEL_FILE = "model.pt"  # weights, classes, config, normalisation; torch.load(..., weights_only=True)

@@ -20,8 +20,11 @@ from trainjob.errors import UserError, user_errors_exit
 
 
 def build_parser() -> argparse.ArgumentParser:
+    limit = contract.DEFAULT_SERVE_MAX_BYTES
     p = argparse.ArgumentParser(prog="train serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"A request body over ${contract.ENV_SERVE_MAX_BYTES} bytes is refused with 413 "
+                                       f"(default {limit}, {limit / 1e6:g} MB).")
     p.add_argument("model", help=f"a {contract.MODEL_FILE} written by `train`")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; in a container, 0.0.0.0 to publish the port)")
