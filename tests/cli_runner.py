@@ -12,8 +12,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cli_env(**extra: str) -> dict[str, str]:
+    # TRAINJOB_REVISION too: a run from this checkout must record the checkout's commit.
     env = {k: v for k, v in os.environ.items() if k not in ("DATA_PATH", "OUTPUT_DIR", "AZUREML_RUN_ID", "RANK",
-                                                            "WORLD_SIZE", "LOCAL_RANK") and not k.startswith("MLFLOW_")}
+                                                            "WORLD_SIZE", "LOCAL_RANK", "TRAINJOB_REVISION")
+           and not k.startswith("MLFLOW_")}
     env["TRAINJOB_CACHE_DIR"] = extra.pop("TRAINJOB_CACHE_DIR", "off")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
@@ -26,6 +28,20 @@ def run_train(*args: str, cwd: Path | None = None, env: dict | None = None, time
     cmd = (command or [sys.executable, "-m", "trainjob"]) + [str(a) for a in args]
     return subprocess.run(cmd, cwd=cwd or REPO, env=env or cli_env(), capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def checkout_revision() -> str | None:
+    """This checkout's commit as git itself says it (the oracle for trainjob.version), "-dirty" when tracked files
+    changed; None where there is no git or no checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True,
+                              timeout=60).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--verify", "HEAD")
+        return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def summary(output_dir: Path) -> dict:

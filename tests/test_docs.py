@@ -53,3 +53,13 @@ def test_every_relative_link_resolves():
             elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
                 broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
     assert len(PAGES) > 5 and not broken, broken
+
+
+def test_the_serve_body_limit_in_the_help_and_the_docs_is_the_one_the_code_applies():
+    from trainjob import contract, serve
+
+    said = f"{contract.DEFAULT_SERVE_MAX_BYTES / 1e6:g} MB"  # the docs are prose: they cannot import the constant
+    assert said in serve.build_parser().format_help()
+    for page in (ROOT / "README.md", ROOT / "docs" / "serving.md"):
+        [line] = [ln for ln in page.read_text().splitlines() if contract.ENV_SERVE_MAX_BYTES in ln]
+        assert said in line, (page.name, line)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_runner import assert_user_error, run_train
+from cli_runner import REPO, assert_user_error, checkout_revision, run_train
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -42,6 +42,20 @@ def test_every_recipe_exports_one_file_with_its_classes_and_size_in_the_metadata
         assert inp.name == "images" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
         dims = inp.type.tensor_type.shape.dim
         assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, saved["image_size"], saved["image_size"]]
+
+
+def test_summary_model_and_onnx_metadata_name_the_commit_of_this_checkout(exported):
+    import trainjob
+
+    expected = checkout_revision()
+    if expected is None or not Path(trainjob.__file__).resolve().is_relative_to(REPO / "src"):
+        pytest.skip("trainjob does not run from a git checkout here")
+    model_pt, onnx_path, _ = exported["tutorial"]
+    recorded = json.loads((model_pt.parent / "summary.json").read_text())["versions"]
+    saved = torch.load(model_pt, weights_only=True)
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert recorded["code_version"] == saved["code_version"] == meta["code_version"] == expected
+    assert recorded["trainjob"] == trainjob.__version__
 
 
 def decoded_test_images(data: Path, size: int) -> tuple[list[Path], np.ndarray]:

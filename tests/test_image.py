@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_runner import checkout_revision
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMINGS = ROOT / "build" / "image-timings.txt"
@@ -120,7 +121,9 @@ def trained(docker_client, image, tmp_path_factory):
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_one_epoch_hardened_writes_outputs_owned_by_the_user(trained):
+def test_one_epoch_hardened_writes_outputs_owned_by_the_user(docker_client, image, trained):
+    import torch
+
     out, code, logs = trained
     assert code == 0, logs[-3000:]
     for name in ("model.pt", "summary.json", "metrics.jsonl", "training_curves.png", "confusion_matrix.png"):
@@ -130,6 +133,12 @@ def test_one_epoch_hardened_writes_outputs_owned_by_the_user(trained):
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary["test_accuracy"] <= 1.0
     assert not (out / "failure.txt").exists()
+    # The image has no .git: what the results name is the revision build.sh gave the image.
+    built = docker_client.images.get(image).attrs["Config"]["Labels"]["org.opencontainers.image.revision"]
+    assert summary["versions"]["code_version"] == built
+    assert torch.load(out / "model.pt", weights_only=True)["code_version"] == built
+    if not os.environ.get("TRAINJOB_TEST_IMAGE"):  # the fixture built it from this checkout
+        assert built == checkout_revision()
 
 
 @pytest.mark.docker
@@ -362,6 +371,7 @@ def test_image_metadata(docker_client, image):
     for key in ("source", "revision", "version"):
         assert labels.get(f"org.opencontainers.image.{key}"), f"label org.opencontainers.image.{key} missing"
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", labels["org.opencontainers.image.revision"]), labels
+    assert env["TRAINJOB_REVISION"] == labels["org.opencontainers.image.revision"]
 
 
 # --- no Docker engine needed ------------------------------------------------------------------------------------------

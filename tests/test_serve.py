@@ -14,7 +14,7 @@ pytest.importorskip("azureml_inference_server_http")
 
 @pytest.fixture(scope="module")
 def server(trained_models):
-    # A 200 kB body limit keeps the oversized upload small; the default is 20 MB.
+    # A 200 kB body limit keeps the oversized upload small.
     with Server(trained_models["tutorial"], env=cli_env(TRAINJOB_SERVE_MAX_BYTES="200000")) as s:
         yield s
 

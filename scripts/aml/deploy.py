@@ -71,7 +71,7 @@ def entities(args, image: str):
         environment=Environment(image=image, description="trainjob: the image as built by make build"),
         code_configuration=CodeConfiguration(code=str(SERVING_DIR), scoring_script="score.py"),
         instance_type=args.instance_type, instance_count=args.instance_count,
-        # One image per request is small; the server's own limit (score.py) is 20 MB.
+        # One image per request is small; the server's own body limit is contract.DEFAULT_SERVE_MAX_BYTES.
         request_settings=OnlineRequestSettings(request_timeout_ms=30_000, max_concurrent_requests_per_instance=1),
         liveness_probe=ProbeSettings(initial_delay=30, period=10, timeout=5, failure_threshold=30),
     )

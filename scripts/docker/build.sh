@@ -33,8 +33,10 @@ if [[ -n $ca && -s $ca ]]; then
     args+=(--secret "id=ca,src=$ca")
 fi
 
-revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-if [[ $revision != unknown && -n $(git status --porcelain 2>/dev/null) ]]; then
+# The image's TRAINJOB_REVISION and revision label. "-dirty" as src/trainjob/version.py says it for a checkout:
+# tracked files changed (untracked ones do not count, as in `git describe --dirty`).
+revision=$(git rev-parse --verify HEAD 2>/dev/null || echo unknown)
+if [[ $revision != unknown && -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
     revision+="-dirty"
 fi
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)

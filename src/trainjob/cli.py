@@ -18,6 +18,7 @@ from trainjob import contract
 from trainjob.environment import Environment
 from trainjob.errors import DivergedError, Stopped, UserError
 from trainjob.outputs import resolve_output_dir, write_failure
+from trainjob.version import code_version
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,6 +65,7 @@ def run(argv: list[str], env: Environment | None = None) -> int:
 
         cfg = parse_args(argv, env.variables)
         output_dir = cfg.output_dir
+        code_version()  # read now, before training: an edit or commit made during a long run is not its code
         watchdog = Watchdog(cfg.stall_timeout, exit_stalled(output_dir, env.is_main_process)).start()
         try:
             train(cfg, env, stop, started)

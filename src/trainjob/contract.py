@@ -12,7 +12,8 @@ ENV_AZUREML_RUN_ID = "AZUREML_RUN_ID"  # set by Azure ML inside a run; outputs t
 ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"  # an MLflow server (or azureml://, set by Azure ML v2 jobs): metrics go there
 ENV_MLFLOW_RUN_ID = "MLFLOW_RUN_ID"  # set by Azure ML v2 jobs: the job's own MLflow run, which metrics join
 ENV_MLFLOW_EXPERIMENT = "MLFLOW_EXPERIMENT_NAME"  # the MLflow experiment of a new run (default trainjob)
-ENV_SERVE_MAX_BYTES = "TRAINJOB_SERVE_MAX_BYTES"  # train serve: the largest request body (default 20 MB)
+ENV_SERVE_MAX_BYTES = "TRAINJOB_SERVE_MAX_BYTES"  # train serve: the largest request body (DEFAULT_SERVE_MAX_BYTES)
+ENV_REVISION = "TRAINJOB_REVISION"  # the code's git commit, set in the image at build time (version.code_version)
 ENV_SERVE_MODEL = "TRAINJOB_MODEL"  # set by train serve for its scoring script; on Azure, AZUREML_MODEL_DIR instead
 # Set by torchrun and by Azure ML's PyTorch distribution. WORLD_SIZE > 1 switches on DistributedDataParallel; the
 # others say which process this is.
@@ -28,6 +29,8 @@ RUN_ENVIRONMENT = (ENV_DATA_PATH, ENV_OUTPUT_DIR, ENV_CACHE_DIR, ENV_AZUREML_RUN
 AZUREML_OUTPUT_DIR = "./outputs"  # the folder Azure ML uploads from a run's working directory
 DEFAULT_OUTPUT_DIR = AZUREML_OUTPUT_DIR  # the same outside Azure ML, so a command that works locally works there
 DEFAULT_CACHE_DIR = "~/.cache/trainjob"  # decoded images and backbone features, unless TRAINJOB_CACHE_DIR says
+# train serve reads a whole request body into memory: the limit keeps one client from exhausting a worker.
+DEFAULT_SERVE_MAX_BYTES = 20_000_000
 
 # --- Files written to the output folder -----------------------------------------------------------------------------
 MODEL_FILE = "model.pt"  # weights, classes, config, normalisation; torch.load(..., weights_only=True)

@@ -1,5 +1,9 @@
 """Exceptions that carry an exit code. A user error prints one line; anything else is a bug and keeps its traceback."""
 
+import functools
+import sys
+from collections.abc import Callable
+
 from trainjob import contract
 
 
@@ -29,3 +33,17 @@ class Stopped(Exception):
         self.checkpoint = checkpoint
         where = f"resumable from {checkpoint}" if checkpoint else (kept or "no checkpoint was written")
         super().__init__(f"stopped by {signal_name}; {where}; run the same command again to resume")
+
+
+def user_errors_exit(main: Callable[..., int]) -> Callable[..., int]:
+    """A subcommand's main (predict, export, serve, weights): a UserError is one `error: ...` line on stderr and its
+    exit code (2), as `train` itself ends one; anything else is a bug and keeps its traceback."""
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.exit_code
+
+    return wrapper

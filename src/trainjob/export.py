@@ -3,7 +3,8 @@
 The file's input is what a decoder gives: uint8 images (N, 3, H, W) at the model's size, any N. The normalisation
 `train predict` applies is inside the graph, so a caller in onnxruntime (a phone, a browser, a server without
 PyTorch) only decodes and resizes. Its output is the class scores; the metadata says what they mean:
-`classes` (a JSON list), `image_size`, `normalization` (JSON), `recipe`.
+`classes` (a JSON list), `image_size`, `normalization` (JSON), `recipe`, and `code_version`: the code that trained
+it (version.code_version; absent for a model.pt from before it was recorded).
 """
 
 import argparse
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from trainjob import contract
-from trainjob.errors import UserError
+from trainjob.errors import UserError, user_errors_exit
 
 INPUT, OUTPUT = "images", "scores"
 OPSET = 18  # the dynamo exporter's default in torch 2.14; onnxruntime 1.32 runs it
@@ -47,9 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def metadata(saved: dict) -> dict[str, str]:
-    return {"classes": json.dumps(list(saved["classes"])), "image_size": str(int(saved["image_size"])),
+    meta = {"classes": json.dumps(list(saved["classes"])), "image_size": str(int(saved["image_size"])),
             "normalization": json.dumps(saved["normalization"]), "recipe": str(saved.get("recipe", "")),
             "input": f"{INPUT}: uint8 (N, 3, H, W) RGB, H = W = image_size; output {OUTPUT}: (N, classes) logits"}
+    # The training run's code, not the exporter's: the weights are what the file's scores depend on.
+    if saved.get("code_version"):
+        meta["code_version"] = str(saved["code_version"])
+    return meta
 
 
 def export(model_path: str, output: Path) -> dict:
@@ -103,14 +108,11 @@ def check(path: Path, wrapped: nn.Module, size: int) -> float:
     return worst
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output = Path(args.output) if args.output else Path(args.model).with_name("model.onnx")
-    try:
-        done = export(args.model, output)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return contract.EXIT_USER
+    done = export(args.model, output)
     print(f"wrote {done['output']} ({done['bytes'] / 1e6:.1f} MB, weights inside); onnxruntime matches PyTorch to "
           f"{done['max_abs_difference']:.1e} on random images")
     return contract.EXIT_OK

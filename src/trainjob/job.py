@@ -150,8 +150,8 @@ def _summary(ctx: RunContext, data, recipe, trainer: Trainer, history: list[dict
         "azureml_run_id": getattr(run, "id", None),
         "mlflow": mlflow.describe() if mlflow else None,
         "confusion_matrix": confusion.tolist(),
-        "versions": {"trainjob": trainjob.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
+        "versions": {"trainjob": trainjob.__version__, "code_version": trainjob.code_version(),
+                     "torch": torch.__version__, "python": platform.python_version()},
         "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -161,7 +161,8 @@ def _write_results(output_dir: Path, cfg: Config, data, recipe, summary: dict, c
                    mlflow) -> None:
     """model.pt, summary.json, both plots, the final metrics and MLflow artifacts; then no failure.txt is left."""
     save_torch({**recipe.export(), "classes": list(data.classes), "config": cfg.to_dict(),
-                "image_size": cfg.image_size, "recipe": cfg.recipe, "test_accuracy": summary["test_accuracy"]},
+                "image_size": cfg.image_size, "recipe": cfg.recipe, "test_accuracy": summary["test_accuracy"],
+                "code_version": summary["versions"]["code_version"]},
                output_dir / contract.MODEL_FILE)
     write_summary(output_dir, summary)
     plot_training_curves(output_dir, read_metrics(output_dir))

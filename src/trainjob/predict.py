@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from trainjob import contract
-from trainjob.errors import UserError
+from trainjob.errors import UserError, user_errors_exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,15 +72,12 @@ def classify(model, saved: dict, batch: torch.Tensor, top: int) -> list[list[tup
     return ranked
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        model, saved = load_model(args.model)
-        size = int(saved["image_size"])
-        batch = torch.stack([read_image(p, size) for p in args.images])  # (B, 3, size, size) uint8
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return contract.EXIT_USER
+    model, saved = load_model(args.model)
+    size = int(saved["image_size"])
+    batch = torch.stack([read_image(p, size) for p in args.images])  # (B, 3, size, size) uint8
     for path, ranked in zip(args.images, classify(model, saved, batch, args.top), strict=True):
         if args.json:
             print(json.dumps({"image": path, "top": [{"class": c, "probability": v} for c, v in ranked]}))

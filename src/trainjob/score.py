@@ -7,8 +7,8 @@
 
 Each image is decoded and scored by the same code as `train predict`. Bad input is refused with a reason and the
 server goes on: an empty body, not an image or a decompression bomb is 400, a body over TRAINJOB_SERVE_MAX_BYTES
-(default 20 MB) or over MAX_IMAGES images is 413. The model: $TRAINJOB_MODEL (`train serve` sets it), else the first
-model.pt under $AZUREML_MODEL_DIR (where Azure ML mounts a registered model).
+(default contract.DEFAULT_SERVE_MAX_BYTES) or over MAX_IMAGES images is 413. The model: $TRAINJOB_MODEL (`train
+serve` sets it), else the first model.pt under $AZUREML_MODEL_DIR (where Azure ML mounts a registered model).
 """
 
 import base64
@@ -57,7 +57,7 @@ def _refuse(status: int, reason: str) -> AMLResponse:
 
 
 def _max_bytes() -> int:
-    return int(os.environ.get(contract.ENV_SERVE_MAX_BYTES, 20_000_000))
+    return int(os.environ.get(contract.ENV_SERVE_MAX_BYTES, contract.DEFAULT_SERVE_MAX_BYTES))
 
 
 @rawhttp

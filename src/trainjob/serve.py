@@ -16,12 +16,15 @@ import sys
 from pathlib import Path
 
 from trainjob import contract
-from trainjob.errors import UserError
+from trainjob.errors import UserError, user_errors_exit
 
 
 def build_parser() -> argparse.ArgumentParser:
+    limit = contract.DEFAULT_SERVE_MAX_BYTES
     p = argparse.ArgumentParser(prog="train serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"A request body over ${contract.ENV_SERVE_MAX_BYTES} bytes is refused with 413 "
+                                       f"(default {limit}, {limit / 1e6:g} MB).")
     p.add_argument("model", help=f"a {contract.MODEL_FILE} written by `train`")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; in a container, 0.0.0.0 to publish the port)")
@@ -46,23 +49,20 @@ def check_port_free(host: str, port: int) -> None:
             raise UserError(f"cannot listen on {host}:{port} ({e.strerror}): pass another --host or --port") from None
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        from trainjob.predict import load_model
+    from trainjob.predict import load_model
 
-        if args.workers < 1:
-            raise UserError(f"--workers must be at least 1, got {args.workers}")
-        load_model(args.model)  # a wrong path is one line now, not a traceback from each server worker
-        check_port_free(args.host, args.port)
-        try:
-            import azureml_inference_server_http  # noqa: F401 - run_server's, checked before the model is loaded
-        except ImportError:
-            raise UserError("train serve needs the Azure ML inference server: pip install 'trainjob[serve]' "
-                            "(the image has it)") from None
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return contract.EXIT_USER
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    load_model(args.model)  # a wrong path is one line now, not a traceback from each server worker
+    check_port_free(args.host, args.port)
+    try:
+        import azureml_inference_server_http  # noqa: F401 - run_server's, checked before the model is loaded
+    except ImportError:
+        raise UserError("train serve needs the Azure ML inference server: pip install 'trainjob[serve]' "
+                        "(the image has it)") from None
     # A fresh interpreter for the server: gunicorn forks its workers from it, and a process that has run torch (the
     # model check above) can deadlock its forked children in torch's thread pools.
     os.execv(sys.executable, [sys.executable, "-m", "trainjob.serve", str(Path(args.model).resolve()), args.host,

@@ -7,14 +7,13 @@ file beside its destination and is renamed only after its sha256 matches, so a d
 
 import argparse
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from trainjob import backbones, contract
-from trainjob.errors import UserError
+from trainjob.errors import UserError, user_errors_exit
 
 DOWNLOAD_TIMEOUT_S = 60
 
@@ -68,17 +67,14 @@ def fetch(name: str, folder: Path, base_url: str | None) -> Path:
     return target
 
 
+@user_errors_exit
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "list":
-            list_weights()
-            return contract.EXIT_OK
-        if not args.dir:
-            raise UserError(f"no folder for the weights: pass --dir DIR or set {contract.ENV_WEIGHTS_DIR}")
-        for name in args.names:
-            fetch(name, Path(args.dir), args.base_url)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return contract.EXIT_USER
+    if args.command == "list":
+        list_weights()
+        return contract.EXIT_OK
+    if not args.dir:
+        raise UserError(f"no folder for the weights: pass --dir DIR or set {contract.ENV_WEIGHTS_DIR}")
+    for name in args.names:
+        fetch(name, Path(args.dir), args.base_url)
     return contract.EXIT_OK
