@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainjob import preprocess
+from trainjob import preprocess, progress
 from trainjob.data import decode
 from trainjob.errors import DataError
 
@@ -220,7 +220,7 @@ def test_parallel_decoding_matches_in_process(tmp_path, monkeypatch):
     datagen.write_image_folders(tmp_path, modes=("RGB", "L", "P"), extensions=(".png", ".jpg"))
     serial, _ = load(tmp_path)
     monkeypatch.setattr(decode, "PARALLEL_MIN_FILES", 0)
-    monkeypatch.setattr(decode, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(progress, "IMAGE_LINES_EVERY_S", 0.0)
     monkeypatch.setattr("sys.stderr.isatty", lambda: False)
     lines = []
     images, failures = decode.decode_all([str(p) for p in sorted(tmp_path.rglob("*.*"))], 32, lines.append, workers=2)

@@ -22,7 +22,8 @@ import torch.distributed as dist
 
 from trainjob.data import npz_store
 from trainjob.data.dataset import Dataset, Split
-from trainjob.data.decode import Progress, decode_chunk
+from trainjob.data.decode import decode_chunk
+from trainjob.progress import Progress
 from trainjob.runtime import Distributed, cpu_quota
 
 FEATURE_VERSION = 1  # bump when what a row holds changes, so stored features are never misread
@@ -66,9 +67,10 @@ class FeatureExtractor:
 
     def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], prepare: Callable[[torch.Tensor], torch.Tensor],
                  *, image_size: int, settings: str, chunk_dir: Path, cache_dir: Path | None,
-                 d: Distributed, log: Callable[[str], None]):
+                 d: Distributed, log: Callable[[str], None], progress: str = "auto"):
+        """progress: the --progress mode of the extraction display (shown by the main rank only)."""
         self.encode, self.prepare = encode, prepare  # prepare: (B, 3, S, S) uint8 -> the backbone's float input
-        self.image_size, self.settings = image_size, settings
+        self.image_size, self.settings, self.progress = image_size, settings, progress
         self.chunk_dir, self.cache_dir, self.d, self.log = chunk_dir, cache_dir, d, log
         self.store: FeatureStore | None = None  # of the last extraction
 
@@ -141,14 +143,14 @@ class FeatureExtractor:
     def _compute(self, store: FeatureStore, n: int, mine: list[int], todo: list[int], chunk_pixels,
                  found: "_Found") -> None:
         size = {start: min(CHUNK, n - start) for start in mine}
-        progress = Progress(sum(size.values()), self.log, "extracting features")
-        progress.update(sum(size[s] for s in mine) - sum(size[s] for s in todo))
+        progress = Progress.images(sum(size.values()), "extracting features", self.log, self.progress,
+                                   enabled=self.d.is_main, done=sum(size[s] for s in mine) - sum(size[s] for s in todo))
         started = time.monotonic()
         for start, (pixels, failures) in _prefetched(todo, lambda s: chunk_pixels(range(s, s + size[s]))):
             rows = self._encode(pixels)
             store.save_chunk(start // CHUNK, _stored_form(rows, failures))  # before anything else can stop us
             found.add(start, rows, failures)
-            progress.update(len(rows))
+            progress.advance(len(rows))
         progress.close()
         if todo:
             seconds, images = time.monotonic() - started, sum(size[s] for s in todo)

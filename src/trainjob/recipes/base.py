@@ -41,7 +41,8 @@ class Recipe:
     def load_data(cls, cfg, *, log, output_dir, d, device, stop) -> Dataset:
         """The dataset as this recipe trains on it: uint8 pixels here (the transfer recipe: backbone features)."""
         return load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                            cache_dir=cfg.cache_dir, demo=cfg.demo, log=log)
+                            cache_dir=cfg.cache_dir, demo=cfg.demo, log=log,
+                            progress=cfg.progress if d.is_main else "off")
 
     def trainable(self) -> nn.Module:
         """The module train_step calls (and DDP wraps): the model, unless a recipe trains on something else."""

@@ -97,11 +97,13 @@ class TransferRecipe(Recipe):
         data_root = Path(cfg.data_path) if cfg.data_path and not cfg.demo else None
         extractor = FeatureExtractor(encode, prepare, image_size=cfg.image_size, settings=settings,
                                      chunk_dir=checkpoint_dir(cfg, output_dir),
-                                     cache_dir=resolve_cache_dir(cfg.cache_dir, data_root, log), d=d, log=log)
+                                     cache_dir=resolve_cache_dir(cfg.cache_dir, data_root, log), d=d, log=log,
+                                     progress=cfg.progress)
         stop.kept = f"the features extracted so far are kept in {checkpoint_dir(cfg, output_dir)}"
         try:
             return load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
-                                seed=cfg.seed, cache_dir=cfg.cache_dir, demo=cfg.demo, log=log, features=extractor)
+                                seed=cfg.seed, cache_dir=cfg.cache_dir, demo=cfg.demo, log=log, features=extractor,
+                                progress=cfg.progress if d.is_main else "off")
         finally:
             stop.kept = None
 
