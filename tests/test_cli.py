@@ -178,15 +178,15 @@ def test_two_processes_under_torchrun(cifar, tmp_path):
 
 
 def test_progress_lines_show_a_readable_speed_when_steps_are_slow(monkeypatch, capsys):
-    from trainjob import tracking
+    from trainjob import progress as shown
 
     clock = iter([0.0, 60.0])  # start, then an update a minute later
-    monkeypatch.setattr(tracking.time, "monotonic", lambda: next(clock))
-    progress = tracking.Progress("lines", enabled=True, every=30.0)
+    monkeypatch.setattr(shown.time, "monotonic", lambda: next(clock))
+    progress = shown.Progress("lines", enabled=True, every=30.0)
     progress.start(epoch=0, epochs=8, total=98, done=0)
     progress.update(25)  # 25 steps in 60 s: 2.4 s a step, which '0 steps/s' used to hide
     assert "epoch 1/8: 25/98 steps (26%), 2.4 s/step, about 175 s left" in capsys.readouterr().out
-    assert tracking.speed(2.5) == "2.5 steps/s" and tracking.speed(1234.4) == "1234 steps/s"
+    assert shown.speed(2.5) == "2.5 steps/s" and shown.speed(1234.4) == "1234 steps/s"
 
 
 @pytest.mark.parametrize("what, make, phrase", [

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainjob import preprocess
+from trainjob import preprocess, progress
 from trainjob.data import decode
 from trainjob.errors import DataError
 
@@ -220,7 +220,7 @@ def test_parallel_decoding_matches_in_process(tmp_path, monkeypatch):
     datagen.write_image_folders(tmp_path, modes=("RGB", "L", "P"), extensions=(".png", ".jpg"))
     serial, _ = load(tmp_path)
     monkeypatch.setattr(decode, "PARALLEL_MIN_FILES", 0)
-    monkeypatch.setattr(decode, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(progress, "IMAGE_LINES_EVERY_S", 0.0)
     monkeypatch.setattr("sys.stderr.isatty", lambda: False)
     lines = []
     images, failures = decode.decode_all([str(p) for p in sorted(tmp_path.rglob("*.*"))], 32, lines.append, workers=2)
@@ -301,7 +301,7 @@ def test_a_same_size_rewrite_with_its_mtime_restored_is_not_served_from_the_cach
     assert second.cache != first.cache
 
 
-@pytest.mark.parametrize("spoil", ["not a zip", "wrong shapes", "missing arrays"])
+@pytest.mark.parametrize("spoil", ["not a zip", "truncated", "wrong shapes", "missing arrays"])
 def test_a_malformed_cache_file_is_decoded_again_not_trusted(tmp_path, spoil):
     data, cache_dir = tmp_path / "data", tmp_path / "cache"
     datagen.write_image_folders(data)
@@ -309,6 +309,8 @@ def test_a_malformed_cache_file_is_decoded_again_not_trusted(tmp_path, spoil):
     path = Path(first.cache)
     if spoil == "not a zip":
         path.write_bytes(b"garbage")
+    elif spoil == "truncated":  # what a full disk or a killed copy leaves
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     else:
         with np.load(path) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -340,3 +342,53 @@ def test_only_the_formats_the_extensions_name_are_decoded(tmp_path, monkeypatch,
     ds, _ = load(tmp_path)
     assert {os.path.basename(s["path"]): s["reason"] for s in ds.skipped} == {
         name: "not an image (format not recognised)"}
+
+
+# The one keyed .npz store behind both the decoded-image cache and the transfer recipe's features.
+KEY, OTHER_KEY = "a" * 24 + "1" * 40, "a" * 24 + "2" * 40  # same file names, different keys
+
+
+@pytest.mark.parametrize("spoil", ["another key", "truncated", "no rows"])
+def test_the_feature_store_refuses_a_chunk_of_another_key_cut_short_or_without_rows(tmp_path, spoil):
+    from trainjob.features import FeatureStore
+
+    rows = np.arange(3200, dtype=np.float16).reshape(32, 100)
+    store = FeatureStore(KEY, tmp_path, cache_dir=None)
+    store.save_chunk(0, {"rows": rows})
+    assert np.array_equal(store.load_chunk(0)["rows"], rows) and "key" not in store.load_chunk(0)
+    path = store.chunk_path(0)
+    if spoil == "another key":
+        store = FeatureStore(OTHER_KEY, tmp_path, cache_dir=None)
+        assert store.chunk_path(0) == path
+    elif spoil == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        store.save_chunk(0, {"pixels": rows})
+    assert store.load_chunk(0) is None
+
+
+def test_the_image_cache_refuses_another_keys_file(tmp_path):
+    from trainjob.data import cache
+
+    data, cache_dir = tmp_path / "data", tmp_path / "cache"
+    datagen.write_image_folders(data)
+    first, _ = load(data, cache_dir=str(cache_dir))
+    path = Path(first.cache)
+    with np.load(path) as npz:
+        key = str(npz["key"])
+    assert cache.load(path, key) is not None
+    assert cache.load(path, key[:-1] + ("0" if key[-1] != "0" else "1")) is None
+
+
+def test_a_cache_that_cannot_be_written_is_a_log_line_not_an_error(tmp_path):
+    from trainjob.data import cache
+    from trainjob.features import FeatureStore
+
+    lines = []
+    missing = tmp_path / "gone"  # no such folder: the write fails as on a cache folder removed mid-run
+    assert not cache.save(missing / "images.npz", {"images": np.zeros(1)}, KEY, lines.append)
+    FeatureStore(KEY, tmp_path, cache_dir=missing).save_finished({"rows": np.zeros(1)}, lines.append)
+    assert lines[0].startswith(f"cache: could not write {missing / 'images.npz'} (")
+    assert lines[0].endswith("); the next run decodes again")
+    assert lines[1].startswith(f"cache: could not write {missing}/features-") and lines[1].endswith("extracts again")
+    assert len(lines) == 2, "no 'features cached' line for a cache that was not written"

@@ -25,6 +25,11 @@ class RunContext:
     log: Callable[..., None]  # print on the main process; silent on the others
 
     @property
+    def progress(self) -> str:
+        """--progress on the main process; "off" on the others (a bar writes to stderr, past the silent log)."""
+        return self.cfg.progress if self.d.is_main else "off"
+
+    @property
     def tracks_azureml(self) -> bool:
         """Whether --tracking sends metrics to the SDK v1 run (where there is one, on the main process)."""
         return self.d.is_main and self.cfg.tracking in ("auto", "azureml", "both") and bool(self.env.azureml_run_id)

@@ -13,7 +13,6 @@ Rows are kept in float16: half the memory, and well inside its range (ReLU6 outp
 import concurrent.futures
 import hashlib
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,11 +20,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from trainjob.atomic import save_npz
+from trainjob.data import npz_store
 from trainjob.data.dataset import Dataset, Split
-from trainjob.data.decode import Progress, decode_chunk
-from trainjob.errors import UserError
-from trainjob.runtime import Distributed, cpu_quota
+from trainjob.data.decode import decode_chunk
+from trainjob.environment import Distributed
+from trainjob.progress import Progress
+from trainjob.runtime import cpu_quota
 
 FEATURE_VERSION = 1  # bump when what a row holds changes, so stored features are never misread
 # Images per forward pass. At 224 px, 32 run fastest on 2 cores in bf16 (104 images/s against 76 at 64; Zen 4
@@ -45,41 +45,22 @@ class FeatureStore:
         return self.chunk_dir / f"chunk-{index:06d}.npz"
 
     def load_chunk(self, index: int) -> dict[str, np.ndarray] | None:
-        return _read_npz(self.chunk_path(index), self.key)
+        return npz_store.load(self.chunk_path(index), self.key, _has_rows)
 
     def save_chunk(self, index: int, arrays: dict[str, np.ndarray]) -> None:
         self.chunk_dir.mkdir(parents=True, exist_ok=True)
-        _write_npz(self.chunk_path(index), self.key, arrays)
+        npz_store.save(self.chunk_path(index), self.key, arrays)  # unlike the cache, a failure here stops the run
 
     def load_finished(self) -> dict[str, np.ndarray] | None:
-        return _read_npz(self.cached, self.key) if self.cached else None
+        return npz_store.load(self.cached, self.key, _has_rows) if self.cached else None
 
     def save_finished(self, arrays: dict[str, np.ndarray], log: Callable[[str], None]) -> None:
-        if self.cached is None:
-            return
-        try:
-            _write_npz(self.cached, self.key, arrays)
+        if self.cached is not None and npz_store.save_cached(self.cached, self.key, arrays, log, "extracts again"):
             log(f"features cached: {self.cached}")
-        except (OSError, UserError) as e:  # a cache never stops a run, not even on a full disk
-            log(f"cache: could not write {self.cached} ({getattr(e, 'strerror', None) or e}); the next run "
-                "extracts again")
 
 
-def _read_npz(path: Path, key: str) -> dict[str, np.ndarray] | None:
-    """The arrays stored at path for this key, or None when absent, unreadable or another extraction's."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:  # a stored file can never run code
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
-    return arrays if str(arrays.pop("key", "")) == key and "rows" in arrays else None
-
-
-def _write_npz(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic (atomic.atomic_write), so a killed run never leaves half a chunk; a full disk is a one-line error."""
-    save_npz(path, {"key": np.array(key), **arrays})
+def _has_rows(arrays: dict[str, np.ndarray]) -> bool:
+    return "rows" in arrays
 
 
 class FeatureExtractor:
@@ -87,9 +68,10 @@ class FeatureExtractor:
 
     def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], prepare: Callable[[torch.Tensor], torch.Tensor],
                  *, image_size: int, settings: str, chunk_dir: Path, cache_dir: Path | None,
-                 d: Distributed, log: Callable[[str], None]):
+                 d: Distributed, log: Callable[[str], None], progress: str = "auto"):
+        """progress: the --progress mode of the extraction display (shown by the main rank only)."""
         self.encode, self.prepare = encode, prepare  # prepare: (B, 3, S, S) uint8 -> the backbone's float input
-        self.image_size, self.settings = image_size, settings
+        self.image_size, self.settings, self.progress = image_size, settings, progress
         self.chunk_dir, self.cache_dir, self.d, self.log = chunk_dir, cache_dir, d, log
         self.store: FeatureStore | None = None  # of the last extraction
 
@@ -162,14 +144,14 @@ class FeatureExtractor:
     def _compute(self, store: FeatureStore, n: int, mine: list[int], todo: list[int], chunk_pixels,
                  found: "_Found") -> None:
         size = {start: min(CHUNK, n - start) for start in mine}
-        progress = Progress(sum(size.values()), self.log, "extracting features")
-        progress.update(sum(size[s] for s in mine) - sum(size[s] for s in todo))
+        progress = Progress.images(sum(size.values()), "extracting features", self.log, self.progress,
+                                   enabled=self.d.is_main, done=sum(size[s] for s in mine) - sum(size[s] for s in todo))
         started = time.monotonic()
         for start, (pixels, failures) in _prefetched(todo, lambda s: chunk_pixels(range(s, s + size[s]))):
             rows = self._encode(pixels)
             store.save_chunk(start // CHUNK, _stored_form(rows, failures))  # before anything else can stop us
             found.add(start, rows, failures)
-            progress.update(len(rows))
+            progress.advance(len(rows))
         progress.close()
         if todo:
             seconds, images = time.monotonic() - started, sum(size[s] for s in todo)

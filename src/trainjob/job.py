@@ -19,10 +19,11 @@ from trainjob.environment import Distributed, Environment
 from trainjob.errors import DataError, Stopped
 from trainjob.metrics import accuracy, per_class_accuracy
 from trainjob.outputs import checkpoint_dir, clear_failure, output_dir_lock, prepare_checkpoint_dir, prepare_output_dir
+from trainjob.progress import Progress
 from trainjob.recipes import get_recipe
 from trainjob.report import plot_confusion, plot_training_curves, write_summary
 from trainjob.signals import StopRequest
-from trainjob.tracking import Progress, Tracker, azure_run, read_metrics
+from trainjob.tracking import Tracker, azure_run, read_metrics
 from trainjob.watchdog import beat
 
 

@@ -6,8 +6,6 @@ truncates it back to where its checkpoint was taken, so it reads as if the run h
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 
 from trainjob import contract
@@ -130,50 +128,3 @@ def read_metrics(output_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def speed(steps_per_second: float) -> str:
-    """'1234 steps/s', '2.5 steps/s', or '2.4 s/step' below one step a second (large batches on slow CPUs)."""
-    if steps_per_second >= 10:
-        return f"{steps_per_second:.0f} steps/s"
-    if steps_per_second >= 1:
-        return f"{steps_per_second:.1f} steps/s"
-    return f"{1 / max(steps_per_second, 1e-9):.1f} s/step"
-
-
-class Progress:
-    """A tqdm bar on a terminal; in container and cloud logs, a plain line every `every` seconds."""
-
-    def __init__(self, mode: str, enabled: bool, every: float = 30.0):
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "lines"
-        self.mode = mode if enabled else "off"
-        self.every = every
-        self._bar = None
-
-    def start(self, epoch: int, epochs: int, total: int, done: int) -> None:
-        self._epoch, self._epochs, self._total, self._done = epoch, epochs, total, done
-        self._last = self._t0 = time.monotonic()
-        if self.mode == "bar":
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, initial=done, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                             dynamic_ncols=True, leave=False)
-
-    def update(self, done: int) -> None:
-        if self._bar is not None:
-            self._bar.update(done - self._done)
-            self._done = done
-        elif self.mode == "lines":
-            now = time.monotonic()
-            if now - self._last >= self.every:
-                rate = (done - self._done) / max(now - self._t0, 1e-9)
-                eta = (self._total - done) / max(rate, 1e-9)
-                print(f"epoch {self._epoch + 1}/{self._epochs}: {done}/{self._total} steps "
-                      f"({done / self._total:.0%}), {speed(rate)}, about {eta:.0f} s left", flush=True)
-                self._last = now
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None

@@ -18,8 +18,11 @@ SKIPPED_EXAMPLES = 5
 
 
 def load_dataset(data_path: str | None, *, image_size: int, val_fraction: float, seed: int,
-                 cache_dir: str | None, demo: bool, log: Callable[[str], None] = print, features=None) -> Dataset:
+                 cache_dir: str | None, demo: bool, log: Callable[[str], None] = print, features=None,
+                 progress: str = "auto") -> Dataset:
     """Detect the layout under data_path and load it into uint8 tensors; raise DataError with a one-line fix.
+
+    progress: the --progress mode of the decoding display ("off" on the ranks that are not the main one).
 
     features: a features.FeatureExtractor: the splits then hold its feature rows per image instead of pixels
     (image files are streamed through it; CIFAR and --demo pixels are loaded at their own size first)."""
@@ -45,7 +48,8 @@ def load_dataset(data_path: str | None, *, image_size: int, val_fraction: float,
             dataset = _load_cifar(layout, in_memory_size or cifar.CIFAR_SIDE, log)
         else:
             dataset = folders.load_image_folders(layout, image_size=image_size, val_fraction=val_fraction, seed=seed,
-                                                 cache_dir=cache_dir, log=log, features=features)
+                                                 cache_dir=cache_dir, log=log, features=features,
+                                                 progress=progress)
     if features is not None and dataset.input_size is None:
         dataset = features.for_dataset(dataset)
     log(summary_line(dataset))

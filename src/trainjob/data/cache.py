@@ -9,15 +9,13 @@ train/test split is made after loading, so changing --seed or --val_fraction reu
 
 import hashlib
 import os
-import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from trainjob import contract
-from trainjob.atomic import save_npz
-from trainjob.errors import UserError
+from trainjob.data import npz_store
 
 CACHE_VERSION = 2  # bump when the decoding policy or the key changes, so old caches are never read (2: ctime, inode)
 OFF = ("off", "none", "no", "false", "0")
@@ -62,17 +60,8 @@ def cache_file(folder: Path, key: str) -> Path:
 
 
 def load(path: Path, key: str) -> dict[str, np.ndarray] | None:
-    """The cached arrays, or None when absent, unreadable or written for another key."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:  # allow_pickle=False: a cache file can never run code
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
-    if str(arrays.get("key", "")) != key or not _well_formed(arrays):
-        return None
-    return arrays
+    """The cached arrays, or None when absent, unreadable, written for another key or not what a decode writes."""
+    return npz_store.load(path, key, _well_formed)
 
 
 def _well_formed(arrays: dict[str, np.ndarray]) -> bool:
@@ -88,11 +77,5 @@ def _well_formed(arrays: dict[str, np.ndarray]) -> bool:
 
 
 def save(path: Path, arrays: dict[str, np.ndarray], key: str, log: Callable[[str], None]) -> bool:
-    """Write atomically (atomic.atomic_write): a killed run never leaves half a cache, and a cache never stops a run
-    (not even on a full disk)."""
-    try:
-        save_npz(path, {"key": np.array(key), **arrays})
-        return True
-    except (OSError, UserError) as e:
-        log(f"cache: could not write {path} ({getattr(e, 'strerror', None) or e}); the next run decodes again")
-        return False
+    """Write atomically, so a killed run never leaves half a cache; a failed write is logged, never raised."""
+    return npz_store.save_cached(path, key, arrays, log, "decodes again")

@@ -3,19 +3,16 @@
 import concurrent.futures
 import math
 import multiprocessing
-import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 from trainjob.errors import DataError
 from trainjob.preprocess import UnreadableImage, decode_file
+from trainjob.progress import Progress
 from trainjob.runtime import cpu_quota
-from trainjob.watchdog import beat
 
 PARALLEL_MIN_FILES = 256  # below this, a process pool costs more than it saves
-PROGRESS_EVERY_S = 5.0  # seconds between progress lines when stderr is not a terminal
 STALL_S = 300.0  # seconds one chunk of images may take before decoding counts as stalled
 
 def decode_chunk(paths: list[str], size: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -30,54 +27,26 @@ def decode_chunk(paths: list[str], size: int) -> tuple[np.ndarray, list[tuple[in
     return out, failures
 
 
-class Progress:
-    """A tqdm bar on a terminal, else a log line every few seconds (container logs have no terminal)."""
+def decode_all(paths: list[str], size: int, log: Callable[[str], None], workers: int | None = None,
+               progress: str = "auto") -> tuple[np.ndarray, dict[int, str]]:
+    """Decode every path once -> ((N, 3, size, size) uint8, {index: reason} for unreadable ones, rows zero).
 
-    def __init__(self, total: int, log: Callable[[str], None], what: str = "decoding images"):
-        self.total, self.done, self.log, self.what = total, 0, log, what
-        self.start = self.last = time.monotonic()
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=what, unit="img", file=sys.stderr)
-
-    def update(self, n: int) -> None:
-        beat(self.what)
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-            return
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY_S and self.done < self.total:
-            rate = self.done / (now - self.start)
-            self.log(f"{self.what}: {self.done}/{self.total} ({rate:.0f}/s, "
-                     f"about {(self.total - self.done) / max(rate, 1e-9):.0f} s left)")
-            self.last = now
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def decode_all(paths: list[str], size: int, log: Callable[[str], None],
-               workers: int | None = None) -> tuple[np.ndarray, dict[int, str]]:
-    """Decode every path once -> ((N, 3, size, size) uint8, {index: reason} for unreadable ones, rows zero)."""
+    progress: the --progress mode of the display (its lines go to log)."""
     workers = workers or cpu_quota()
     images = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
     failures: dict[int, str] = {}
     chunk = max(16, min(512, math.ceil(len(paths) / (workers * 4)))) if paths else 1
     starts = list(range(0, len(paths), chunk))
-    progress = Progress(len(paths), log)
+    shown = Progress.images(len(paths), "decoding images", log, progress)
     try:
         if len(paths) < PARALLEL_MIN_FILES or workers == 1 or len(starts) == 1:
             for start in starts:
                 _store(images, failures, start, decode_chunk(paths[start:start + chunk], size))
-                progress.update(len(paths[start:start + chunk]))
+                shown.advance(len(paths[start:start + chunk]))
             return images, failures
-        _decode_in_processes(paths, size, chunk, min(workers, len(starts)), images, failures, progress)
+        _decode_in_processes(paths, size, chunk, min(workers, len(starts)), images, failures, shown)
     finally:
-        progress.close()
+        shown.close()
     return images, failures
 
 
@@ -98,7 +67,7 @@ def _decode_in_processes(paths: list[str], size: int, chunk: int, workers: int, 
             for future in done:
                 start = futures[future]
                 _store(images, failures, start, future.result())
-                progress.update(min(chunk, len(paths) - start))
+                progress.advance(min(chunk, len(paths) - start))
     except concurrent.futures.process.BrokenProcessPool:
         raise DataError("an image decoding process died (killed for memory, or crashed in an image library) while "
                         "decoding; look for an unusually large or damaged file among the images, or give the "

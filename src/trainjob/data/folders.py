@@ -129,7 +129,7 @@ def list_images(layout: Layout) -> Listing:
 
 
 def _decode_or_load(listing: Listing, layout: Layout, image_size: int, cache_dir: str | None,
-                    log: Callable[[str], None]) -> tuple[dict[str, np.ndarray], str | None]:
+                    log: Callable[[str], None], progress: str) -> tuple[dict[str, np.ndarray], str | None]:
     """The readable images: arrays images (N, 3, S, S) uint8, labels, splits, rels; plus decode-time skips."""
     folder = cache.resolve_cache_dir(cache_dir, layout.path, log)
     key = cache.cache_key(layout.path, layout.kind, listing.identity, image_size)
@@ -141,7 +141,7 @@ def _decode_or_load(listing: Listing, layout: Layout, image_size: int, cache_dir
             return cached, str(path)
     log(f"decoding {len(listing.paths)} images to {image_size}x{image_size} RGB "
         f"(once; {'cached in ' + str(path) if path else 'no cache'})")
-    images, failures = decode_all(listing.paths, image_size, log)  # (N, 3, S, S) uint8
+    images, failures = decode_all(listing.paths, image_size, log, progress=progress)  # (N, 3, S, S) uint8
     arrays = readable(listing, images, failures)
     if path is not None and cache.save(path, arrays, key, log):
         log(f"cache written: {path}")
@@ -201,13 +201,14 @@ def _split(images: torch.Tensor, labels: torch.Tensor, index: np.ndarray) -> Spl
 
 
 def load_image_folders(layout: Layout, *, image_size: int, val_fraction: float, seed: int, cache_dir: str | None,
-                       log: Callable[[str], None], features=None) -> Dataset:
-    """features: a features.FeatureExtractor, to hold backbone features per image instead of pixels."""
+                       log: Callable[[str], None], features=None, progress: str = "auto") -> Dataset:
+    """features: a features.FeatureExtractor, to hold backbone features per image instead of pixels (it shows its
+    own progress); progress: the --progress mode of the decoding display."""
     listing = list_images(layout)
     log(f"found {len(listing.paths)} image files in {len(listing.classes)} class folders"
         + (f" ({len(listing.skipped)} other files left out)" if listing.skipped else ""))
     if features is None:
-        arrays, cache_used = _decode_or_load(listing, layout, image_size, cache_dir, log)
+        arrays, cache_used = _decode_or_load(listing, layout, image_size, cache_dir, log, progress)
     else:
         identity = cache.cache_key(layout.path, layout.kind, listing.identity, image_size)
         rows, failures = features.for_files(listing.paths, identity)

@@ -98,11 +98,11 @@ class TransferRecipe(Recipe):
         extractor = FeatureExtractor(encode, prepare, image_size=cfg.image_size, settings=settings,
                                      chunk_dir=ctx.checkpoint_dir,
                                      cache_dir=resolve_cache_dir(cfg.cache_dir, data_root, ctx.log), d=ctx.d,
-                                     log=ctx.log)
+                                     log=ctx.log, progress=ctx.progress)
         with ctx.stop.keeping(f"the features extracted so far are kept in {ctx.checkpoint_dir}"):
             return load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
                                 seed=cfg.seed, cache_dir=cfg.cache_dir, demo=cfg.demo, log=ctx.log,
-                                features=extractor)
+                                features=extractor, progress=ctx.progress)
 
     # --- the model ---
     def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m):
