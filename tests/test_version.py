@@ -27,7 +27,7 @@ def git(repo, *args: str) -> str:
 
 def test_the_image_revision_wins(monkeypatch):
     monkeypatch.setenv(contract.ENV_REVISION, "0123abc")
-    assert trainjob.code_version() == "0123abc"
+    assert version.code_version() == "0123abc"
 
 
 def test_an_image_built_without_a_revision_says_unknown_and_the_package_version(monkeypatch, tmp_path):

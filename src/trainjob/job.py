@@ -24,6 +24,7 @@ from trainjob.recipes import get_recipe
 from trainjob.report import plot_confusion, plot_training_curves, write_summary
 from trainjob.signals import StopRequest
 from trainjob.tracking import Tracker, azure_run, read_metrics
+from trainjob.version import code_version
 from trainjob.watchdog import beat
 
 
@@ -151,7 +152,7 @@ def _summary(ctx: RunContext, data, recipe, trainer: Trainer, history: list[dict
         "azureml_run_id": getattr(run, "id", None),
         "mlflow": mlflow.describe() if mlflow else None,
         "confusion_matrix": confusion.tolist(),
-        "versions": {"trainjob": trainjob.__version__, "code_version": trainjob.code_version(),
+        "versions": {"trainjob": trainjob.__version__, "code_version": code_version(),
                      "torch": torch.__version__, "python": platform.python_version()},
         "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
