@@ -167,11 +167,10 @@ def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] | None 
 
         environ = Environment.read().variables
     cfg = Config(**vars(_parse(build_parser(), argv)))
-    flag_output_dir = cfg.output_dir
+    cfg.output_dir = resolve_output_dir(cfg.output_dir, environ)  # inside Azure ML, ./outputs outranks $OUTPUT_DIR
     for name, s in SETTINGS.items():
         if s.env and not getattr(cfg, name):  # an empty flag, as an unset one, takes the variable
             setattr(cfg, name, environ.get(s.env) or Config.__dataclass_fields__[name].default)
-    cfg.output_dir = resolve_output_dir(flag_output_dir, environ)
     apply_recipe_defaults(cfg)
     validate(cfg)
     return cfg

@@ -78,7 +78,7 @@ def _train(ctx: RunContext) -> dict | None:
         return checkpoints.save({**state, "config": cfg.to_dict(), "classes": data.classes,
                                  "mlflow_run_id": mlflow.run_id if mlflow else None})
 
-    trainer = Trainer(recipe, data, ctx, tracker, Progress(cfg.progress, d.is_main), save_checkpoint, eval_threads)
+    trainer = Trainer(recipe, data, ctx, tracker, Progress(ctx.progress), save_checkpoint, eval_threads)
     if found:
         trainer.load_state(found[0])
         log(f"resuming from {found[1]}: epoch {trainer.pos.epoch + 1}, step {trainer.pos.step}", flush=True)
