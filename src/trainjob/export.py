@@ -59,7 +59,7 @@ def metadata(saved: dict) -> dict[str, str]:
 
 def export(model_path: str, output: Path) -> dict:
     """Write output from model_path; return what was checked. UserError for anything the user can fix."""
-    from trainjob.predict import load_model
+    from trainjob.inference import load_model
 
     model, saved = load_model(model_path)
     try:

@@ -43,7 +43,7 @@ def find_model() -> Path:
 
 def init() -> None:
     global _model, _saved
-    from trainjob.predict import load_model
+    from trainjob.inference import load_model
 
     _model, _saved = load_model(str(find_model()))
 
@@ -103,7 +103,7 @@ def _score_json(body: bytes, top: int) -> AMLResponse:
 def _score(files: list[bytes], top: int, single: bool) -> AMLResponse:
     import torch
 
-    from trainjob.predict import classify
+    from trainjob.inference import classify
     from trainjob.preprocess import UnreadableImage, decode_file
 
     if not 1 <= top <= MAX_TOP:

@@ -52,7 +52,7 @@ def check_port_free(host: str, port: int) -> None:
 @user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from trainjob.predict import load_model
+    from trainjob.inference import load_model
 
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")

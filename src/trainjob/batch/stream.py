@@ -1,0 +1,50 @@
+"""Score image files chunk by chunk: threads decode the next chunks while the model scores this one, so memory holds
+a few chunks of pixels whatever the number of files, and the rows of each chunk can be written before the next."""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from trainjob.data.decode import decode_chunk
+from trainjob.inference import Classifier
+from trainjob.prefetch import prefetched
+
+# Images per forward pass: at 224 px, 32 run fastest on 2 cores in bf16 (104 images/s against 76 at 64, Zen 4 host;
+# features.CHUNK measured it), and a chunk's pixels and activations stay near 0.3 GB.
+CHUNK = 32
+
+
+@dataclass
+class Scored:
+    """One chunk of files: paths[start:start + count], their probabilities, and the ones that could not be read."""
+
+    start: int
+    count: int
+    probabilities: dict[int, np.ndarray]  # index in paths -> (classes,) float32
+    failures: dict[int, str]  # index in paths -> the reason it was skipped
+
+
+def score_files(classifier: Classifier, paths: list[str], *, chunk: int = CHUNK,
+                stop: Callable[[], bool] = lambda: False) -> Iterator[Scored]:
+    """Scored chunks in order; stops early (between chunks) once stop() is true."""
+    size = classifier.image_size
+
+    def load(start: int):
+        return decode_chunk(paths[start:start + chunk], size)  # ((k, 3, S, S) uint8, [(i, reason)])
+
+    for start, (pixels, failed) in prefetched(list(range(0, len(paths), chunk)), load):
+        failures = {start + i: reason for i, reason in failed}
+        keep = [i for i in range(len(pixels)) if start + i not in failures]
+        chosen = pixels if len(keep) == len(pixels) else pixels[keep]
+        probs = classifier.probabilities(torch.from_numpy(chosen)).numpy() if keep else np.zeros((0, 0))
+        yield Scored(start, len(pixels), {start + i: p for i, p in zip(keep, probs, strict=True)}, failures)
+        if stop():
+            return
+
+
+def top_classes(probs: np.ndarray, classes: list[str], top: int) -> list[tuple[str, float]]:
+    """(classes,) probabilities -> the `top` (class, probability) pairs, best first (ties: the lower index)."""
+    order = np.argsort(-probs, kind="stable")[:top]
+    return [(classes[i], float(probs[i])) for i in order]

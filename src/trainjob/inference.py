@@ -1,0 +1,119 @@
+"""A trained model ready to score uint8 images: model.pt in PyTorch, or model.onnx (`train export`) in onnxruntime.
+
+`train predict`, `train evaluate`, `train serve` and the Azure ML scoring scripts all score through here, so an
+image is prepared and scored the same way everywhere. Nothing here imports a training module.
+"""
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainjob import contract
+from trainjob.errors import UserError
+from trainjob.preprocess import normalize
+
+
+def load_model(path: str):
+    """model.pt -> (the model in eval mode, the saved dict); UserError for anything that is not one."""
+    from trainjob.models import build_model
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_model(saved["arch"], **saved["arch_kwargs"])
+        model.load_state_dict(saved["state_dict"])
+    except FileNotFoundError:
+        raise UserError(f"no model file at {path}: pass the {contract.MODEL_FILE} a training run wrote "
+                        "(in its --output_dir)") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder: pass the {contract.MODEL_FILE} inside a training run's output "
+                        "folder") from None
+    except PermissionError:
+        raise UserError(f"cannot read {path}: permission denied") from None
+    except (RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
+            AttributeError) as e:
+        raise UserError(f"{path} is not a model.pt written by trainjob ({type(e).__name__}): pass the "
+                        f"{contract.MODEL_FILE} from a training run's output folder") from None
+    model.eval()
+    return model, saved
+
+
+def classify(model, saved: dict, batch: torch.Tensor, top: int,
+             precision: str = "fp32") -> list[list[tuple[str, float]]]:
+    """(B, 3, S, S) uint8 -> for each image its `top` (class, probability) pairs, best first."""
+    return ranked(probabilities(model, saved, batch, precision), saved["classes"], top)
+
+
+def probabilities(model, saved: dict, batch: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """(B, 3, S, S) uint8 -> (B, classes) float32 softmax; precision bf16 runs the model under bf16 autocast."""
+    norm = saved["normalization"]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(normalize(batch, tuple(norm["mean"]), tuple(norm["std"])))
+    return logits.float().softmax(1)
+
+
+def ranked(probs: torch.Tensor, classes: list[str], top: int) -> list[list[tuple[str, float]]]:
+    values, indices = probs.topk(min(top, len(classes)), dim=1)
+    return [[(classes[i], float(v)) for v, i in zip(vs.tolist(), ix.tolist(), strict=True)]
+            for vs, ix in zip(values, indices, strict=True)]
+
+
+class Classifier:
+    """classes, image_size and probabilities(uint8 batch) of a model.pt (torch) or a model.onnx (onnxruntime)."""
+
+    def __init__(self, path: str, precision: str = "auto"):
+        self.path = path
+        if Path(path).suffix.lower() == ".onnx":
+            self.backend, self.precision = "onnxruntime", "fp32"
+            self._session, meta = _onnx_session(path)
+            self.classes, self.image_size = json.loads(meta["classes"]), int(meta["image_size"])
+            self.recipe = meta.get("recipe", "")
+        else:
+            self.backend = "torch"
+            self.model, self.saved = load_model(path)
+            self.classes, self.image_size = list(self.saved["classes"]), int(self.saved["image_size"])
+            self.recipe = str(self.saved.get("recipe", ""))
+            self.precision = _precision(precision, self.recipe)
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) uint8 -> (B, classes) float32."""
+        if self.backend == "torch":
+            return probabilities(self.model, self.saved, batch, self.precision)
+        logits = self._session.run(None, {self._session.get_inputs()[0].name: batch.numpy()})[0]
+        return torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(1)
+
+    def describe(self) -> str:
+        return f"{self.backend}, {self.precision}"
+
+
+def _precision(requested: str, recipe: str) -> str:
+    """auto: bf16 where the CPU does it natively, as the fast and transfer recipes train and evaluate; the tutorial's
+    recipe trains and evaluates in fp32, so its models are scored in fp32 (the same numbers as its test evaluation)."""
+    if requested != "auto":
+        return requested
+    from trainjob.runtime import choose_precision
+
+    return "fp32" if recipe in ("tutorial", "") else choose_precision("auto", torch.device("cpu"))
+
+
+def _onnx_session(path: str):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("scoring a .onnx file needs onnxruntime: pip install 'trainjob[serve]' (the image has it), "
+                        "or pass the model.pt") from None
+    try:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+        json.loads(meta["classes"]), int(meta["image_size"])
+    except (KeyError, ValueError) as e:
+        raise UserError(f"{path} is not an ONNX file written by train export (its metadata lacks {e}): export the "
+                        "model.pt again with train export") from None
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for missing and malformed files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot load {path} in onnxruntime ({first[:200]}): pass a model.onnx from train export "
+                        "or the model.pt") from None
+    return session, meta
