@@ -13,7 +13,8 @@ SCRIPTS = REPO / "scripts"
 MAX_MODULE_LINES = 300  # a module longer than this does more than one job
 MAX_FUNCTION_LINES = 60  # a function longer than this hides steps that want names
 # Importing these must not load training: serving and scoring start lighter, and a reader sees the seam.
-INFERENCE = ("trainjob.predict", "trainjob.score", "trainjob.export", "trainjob.serve")
+INFERENCE = ("trainjob.predict", "trainjob.evaluate", "trainjob.inference", "trainjob.batch", "trainjob.score",
+             "trainjob.export", "trainjob.serve")
 TRAINING = ("trainjob.recipes", "trainjob.engine", "trainjob.job", "trainjob.checkpoint", "trainjob.features",
             "trainjob.optim", "trainjob.augment", "trainjob.tracking", "trainjob.mlflow_log")
 
@@ -117,11 +118,13 @@ def test_no_import_circle(tree):
 
 
 def test_inference_loads_no_training_module(tmp_path):
-    """Import the four inference modules and score an image end to end (predict's load_model and classify, the
-    scoring script's decoding, export's metadata), then look at what Python loaded."""
+    """Import the inference modules and score images end to end (predict's load_model and classify, a folder
+    through batch scoring into a CSV, the scoring script's decoding, export's metadata), then look at what Python
+    loaded."""
     probe = f"""
 import sys, torch
-from trainjob import export, predict, score, serve
+from trainjob import evaluate, export, predict, score, serve
+from trainjob.batch import inputs, labelled, predictions, stream
 from trainjob.models import build_model
 model = build_model("net", num_classes=2, image_size=32)
 saved = {{"arch": "net", "arch_kwargs": {{"num_classes": 2, "image_size": 32}}, "state_dict": model.state_dict(),
@@ -130,6 +133,11 @@ torch.save(saved, {str(tmp_path / "model.pt")!r})
 loaded, saved = predict.load_model({str(tmp_path / "model.pt")!r})
 print(predict.classify(loaded, saved, torch.zeros(1, 3, 32, 32, dtype=torch.uint8), 1))
 export.metadata(saved)
+from PIL import Image
+Image.new("RGB", (40, 30)).save({str(tmp_path / "a.png")!r})
+classifier = predict.Classifier({str(tmp_path / "model.pt")!r})
+out = predictions.PredictionsFile({str(tmp_path / "p.csv")!r}, 1)
+print(predict.predict(classifier, inputs.gather([{str(tmp_path)!r}]), out, 1, progress="off"))
 print(sorted(m for m in sys.modules if m.startswith("trainjob")))
 """
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,

@@ -77,12 +77,13 @@ def test_onnxruntime_agrees_with_predict_on_every_test_image_at_batch_1_7_and_16
     assert predicted.returncode == 0, predicted.stderr
     top1 = [json.loads(line)["top"][0]["class"] for line in predicted.stdout.splitlines()]
 
-    from trainjob.inference import load_model
+    from trainjob.inference import load_model, tta_level, tta_logits
     from trainjob.preprocess import normalize
 
     model, saved = load_model(str(model_pt))
-    with torch.inference_mode():
-        logits = model(normalize(torch.from_numpy(images), *map(tuple, saved["normalization"].values()))).numpy()
+    with torch.inference_mode():  # with the model's test-time augmentation (the fast recipe's), as export has it
+        x = normalize(torch.from_numpy(images), *map(tuple, saved["normalization"].values()))
+        logits = tta_logits(model, x, tta_level(saved)).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     classes = json.loads(session.get_modelmeta().custom_metadata_map["classes"])
     for batch in (1, 7, 16):

@@ -1,7 +1,8 @@
 """The `train` command: owns the outcome of a run, its one-line errors, failure.txt and the exit code.
 
     train [flags]            train (see train --help)
-    train predict ...        classify images with a trained model.pt (see train predict --help)
+    train predict ...        classify images or folders with a trained model.pt, to a CSV or JSON Lines file
+    train evaluate MODEL DATA   accuracy, per-class accuracy and a confusion matrix on labelled images
     train weights ...        the pretrained backbones' weights: list them, fetch more (see train weights --help)
     train export MODEL.pt    the model as one ONNX file that takes raw uint8 images (see train export --help)
     train serve MODEL.pt     score images over HTTP with the Azure ML inference server (see train serve --help)
@@ -27,6 +28,10 @@ def main(argv: list[str] | None = None) -> None:
         from trainjob.predict import main as predict_main
 
         sys.exit(predict_main(argv[1:]))
+    if argv and argv[0] == "evaluate":
+        from trainjob.evaluate import main as evaluate_main
+
+        sys.exit(evaluate_main(argv[1:]))
     if argv and argv[0] == "weights":
         from trainjob.weights import main as weights_main
 

@@ -19,24 +19,26 @@ from torch import nn
 
 from trainjob import contract
 from trainjob.errors import UserError, user_errors_exit
+from trainjob.inference import load_model, tta_level, tta_logits
 
 INPUT, OUTPUT = "images", "scores"
 OPSET = 18  # the dynamo exporter's default in torch 2.14; onnxruntime 1.32 runs it
 
 
 class RawImageClassifier(nn.Module):
-    """uint8 (N, 3, H, W) -> class scores, normalising exactly as `predict` does (preprocess.normalize)."""
+    """uint8 (N, 3, H, W) -> class scores, normalising exactly as `predict` does (preprocess.normalize), with the
+    test-time augmentation the model was evaluated with (inference.tta_logits)."""
 
-    def __init__(self, model: nn.Module, mean, std):
+    def __init__(self, model: nn.Module, mean, std, tta: int = 0):
         super().__init__()
-        self.model = model
+        self.model, self.tta = model, tta
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # The same arithmetic as normalize(), written out: normalize()'s in-place ops on cached constants export to a
         # graph that scores wrongly (tried: onnxruntime off PyTorch by 3.6 on the tutorial net).
-        return self.model((images.float() / 255 - self.mean) / self.std)
+        return tta_logits(self.model, (images.float() / 255 - self.mean) / self.std, self.tta)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +61,6 @@ def metadata(saved: dict) -> dict[str, str]:
 
 def export(model_path: str, output: Path) -> dict:
     """Write output from model_path; return what was checked. UserError for anything the user can fix."""
-    from trainjob.inference import load_model
-
     model, saved = load_model(model_path)
     try:
         import onnxruntime  # noqa: F401 - checked up front: the export is verified with it
@@ -70,7 +70,7 @@ def export(model_path: str, output: Path) -> dict:
                         "(the image has it)") from None
     size = int(saved["image_size"])
     norm = saved["normalization"]
-    wrapped = RawImageClassifier(model, norm["mean"], norm["std"]).eval()
+    wrapped = RawImageClassifier(model, norm["mean"], norm["std"], tta_level(saved)).eval()
     example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     try:
         program = torch.onnx.export(wrapped, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from trainjob import contract
 from trainjob.errors import UserError
@@ -50,9 +51,41 @@ def classify(model, saved: dict, batch: torch.Tensor, top: int,
 def probabilities(model, saved: dict, batch: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """(B, 3, S, S) uint8 -> (B, classes) float32 softmax; precision bf16 runs the model under bf16 autocast."""
     norm = saved["normalization"]
+    x = normalize(batch, tuple(norm["mean"]), tuple(norm["std"]))
+    if _channels_last(model):  # the layout the recipe trained and evaluated in: the same arithmetic, the same scores
+        x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        logits = model(normalize(batch, tuple(norm["mean"]), tuple(norm["std"])))
+        logits = tta_logits(model, x, tta_level(saved))
     return logits.float().softmax(1)
+
+
+def tta_level(saved: dict) -> int:
+    """The test-time augmentation the model was evaluated with: model.pt records it; a fast-recipe model.pt from
+    before it did was evaluated with the fast recipe's level 2."""
+    return int(saved.get("tta", 2 if saved.get("arch") == "fastnet" else 0))
+
+
+def tta_logits(model, x: torch.Tensor, level: int) -> torch.Tensor:
+    """Logits of normalised x (B, 3, H, W), averaged over test-time augmentations: 0 none, 1 the mirror image too,
+    2 also the image shifted one pixel up-left and down-right (airbench's). The fast recipe's evaluation calls this,
+    so predict, serve and export score a model exactly as its training run's reported accuracy was measured."""
+    logits = _mirror_logits(model, x, level >= 1)
+    if level >= 2:
+        pad = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = (pad[:, :, :-2, :-2], pad[:, :, 2:, 2:])
+        logits = 0.5 * logits + 0.25 * sum(_mirror_logits(model, s.contiguous(memory_format=torch.channels_last),
+                                                          True) for s in shifted)
+    return logits
+
+
+def _mirror_logits(model, x: torch.Tensor, mirror: bool) -> torch.Tensor:
+    logits = model(x).float()
+    return 0.5 * (logits + model(x.flip(3)).float()) if mirror else logits
+
+
+def _channels_last(model) -> bool:
+    weight = next((p for p in model.parameters() if p.dim() == 4), None)
+    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 def ranked(probs: torch.Tensor, classes: list[str], top: int) -> list[list[tuple[str, float]]]:

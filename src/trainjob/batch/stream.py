@@ -44,6 +44,21 @@ def score_files(classifier: Classifier, paths: list[str], *, chunk: int = CHUNK,
             return
 
 
+def score_pixels(classifier: Classifier, pixels: np.ndarray, *, chunk: int = CHUNK,
+                 stop: Callable[[], bool] = lambda: False) -> Iterator[Scored]:
+    """The same for images already in memory (N, 3, h, w) uint8 (CIFAR), resized per chunk as training resizes."""
+    from trainjob.data.cifar import resize_images
+
+    for start in range(0, len(pixels), chunk):
+        batch = torch.from_numpy(pixels[start:start + chunk])
+        if batch.shape[-1] != classifier.image_size or batch.shape[-2] != classifier.image_size:
+            batch = resize_images(batch, classifier.image_size)
+        probs = classifier.probabilities(batch).numpy()
+        yield Scored(start, len(batch), {start + i: p for i, p in enumerate(probs)}, {})
+        if stop():
+            return
+
+
 def top_classes(probs: np.ndarray, classes: list[str], top: int) -> list[tuple[str, float]]:
     """(classes,) probabilities -> the `top` (class, probability) pairs, best first (ties: the lower index)."""
     order = np.argsort(-probs, kind="stable")[:top]

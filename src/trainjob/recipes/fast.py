@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from trainjob.augment import alternating_flips, augment, downscale
+from trainjob.inference import tta_logits
 from trainjob.optim import Muon
 from trainjob.preprocess import normalize
 from trainjob.recipes.base import Recipe
@@ -190,18 +191,10 @@ class FastRecipe(Recipe):
         self.model.eval()
         level = HYP.tta_final if self.step >= self.total_steps else HYP.tta_during
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            x = to_input(images)
-            logits = self._mirror_logits(x, level >= 1)
-            if level >= 2:  # airbench's TTA: also the image shifted one pixel up-left and down-right
-                pad = F.pad(x, (1, 1, 1, 1), mode="reflect")
-                shifted = (pad[:, :, :-2, :-2], pad[:, :, 2:, 2:])
-                logits = 0.5 * logits + 0.25 * sum(self._mirror_logits(s.contiguous(
-                    memory_format=torch.channels_last), True) for s in shifted)
-        return logits.float()
+            return tta_logits(self.model, to_input(images), level).float()
 
-    def _mirror_logits(self, x: torch.Tensor, mirror: bool) -> torch.Tensor:
-        logits = self.model(x).float()
-        return 0.5 * (logits + self.model(x.flip(3)).float()) if mirror else logits
+    def export(self):
+        return {**super().export(), "tta": HYP.tta_final}  # predict and export score as the final evaluation did
 
     # --- state ---
     def state_dict(self):
