@@ -161,6 +161,36 @@ def test_predict_with_the_trained_model(docker_client, image, trained, tmp_path)
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_batch_predict_and_evaluate_in_the_image_hardened(docker_client, image, trained, tmp_path):
+    """The README's command: a folder mounted read-only in, predictions.csv out, as the non-root user; then the
+    model evaluated on labelled data in the image."""
+    from datagen import write_cifar_batches, write_image_folders
+
+    out, code, _ = trained
+    assert code == 0
+    new = write_image_folders(tmp_path / "new", classes=("a", "b"), per_class_train=3, split=None)
+    (new / "a" / "broken.png").write_bytes(b"not a png")
+    labelled = write_cifar_batches(tmp_path / "labelled", n_train=10, n_test=20)
+    for folder in (tmp_path, new, labelled, *new.iterdir()):
+        folder.chmod(0o755)
+    results = writable_dir(tmp_path / "out")
+    shutil.copy(out / "model.pt", results / "model.pt")
+    code, logs = run(docker_client, image, ["predict", "/outputs/model.pt", "/data", "--output",
+                                            "/outputs/predictions.csv"], data=new, out=results, **HARDENED)
+    assert code == 0, logs[-3000:]
+    assert "scored 6 images" in logs and "skipped 1 unreadable" in logs, logs
+    lines = (results / "predictions.csv").read_text().splitlines()
+    assert lines[0].startswith("path,class_1,probability_1") and len(lines) == 8
+    assert sum(line.startswith("/data/a/broken.png,") for line in lines) == 1
+    code, logs = run(docker_client, image, ["evaluate", "/outputs/model.pt", "/labelled", "--output_dir",
+                                            "/outputs/eval"], out=results,
+                     extra_volumes={str(labelled): {"bind": "/labelled", "mode": "ro"}}, **HARDENED)
+    assert code == 0, logs[-3000:]
+    assert json.loads((results / "eval" / "evaluation.json").read_text())["images"] == 20
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_export_in_the_image_writes_an_onnx_file_onnxruntime_runs(docker_client, image, trained, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     out, code, _ = trained
@@ -379,6 +409,7 @@ def test_image_metadata(docker_client, image):
 @pytest.mark.parametrize("args, expected", [
     (["--epochs", "1"], "train --epochs 1"),
     (["predict", "model.pt", "a.png"], "train predict model.pt a.png"),
+    (["evaluate", "model.pt", "data"], "train evaluate model.pt data"),
     (["weights", "list"], "train weights list"),
     (["export", "model.pt"], "train export model.pt"),
     (["serve", "model.pt", "--host", "0.0.0.0"], "train serve model.pt --host 0.0.0.0"),

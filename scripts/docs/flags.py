@@ -42,7 +42,7 @@ def flag_tables(parser: argparse.ArgumentParser) -> list[str]:
 
 def render() -> str:
     sys.path.insert(0, str(REPO / "src"))
-    from trainjob import config, export, predict, serve
+    from trainjob import config, evaluate, export, predict, serve
     from trainjob.recipes import RECIPES
 
     out = ["# Flags", "", "Generated from the argument parsers (`src/trainjob/config.py` and the subcommands) by "
@@ -59,7 +59,8 @@ def render() -> str:
         values = (config.recipe_defaults(r).get(name, "") for r in RECIPES.values())
         out.append(f"| `--{name}` | " + " | ".join(_cell(v) for v in values) + " |")
     out.append("")
-    for title, module in (("train predict", predict), ("train export", export), ("train serve", serve)):
+    for title, module in (("train predict", predict), ("train evaluate", evaluate), ("train export", export),
+                          ("train serve", serve)):
         out += [f"## `{title}`", ""] + flag_tables(module.build_parser())
     return "\n".join(out).rstrip() + "\n"
 

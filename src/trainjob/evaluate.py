@@ -36,12 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="labelled images: CIFAR batches, train/<class>/ + test/<class>/, or <class>/ folders")
     p.add_argument("--split", choices=labelled.SPLITS, default="auto", help="auto: the data's test set if it has "
                    "one (test/, val/, test_batch), else every image; test: for class folders without test/, the "
-                   "share training held out (its --val_fraction and --seed, from model.pt); all: every image")
+                   "share training held out (its --val_fraction and --seed, from model.pt); all: every image.")
     p.add_argument("--output_dir", help="where evaluation.json and confusion_matrix.png go (default: evaluation/ "
                    "beside MODEL)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: as the model's recipe evaluated (bf16 where the CPU has it natively, fp32 for tutorial)")
-    p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto")
+                   help="auto: as the model's recipe evaluated (bf16 where the CPU has it natively, fp32 for tutorial).")
+    p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
+                   help="auto: a bar on a terminal, lines in logs.")
     return p
 
 

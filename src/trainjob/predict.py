@@ -33,13 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "(relative ones are read from its folder); - reads stdin")
     p.add_argument("--output", metavar="FILE", help="write one row per image to FILE (.csv or .jsonl), resuming "
                    "an earlier run's file; default: print")
-    p.add_argument("--top", type=_positive, default=3, help="how many classes per image (default 3)")
+    p.add_argument("--top", type=_positive, default=3, help="how many classes per image")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: bf16 where the CPU has it natively (fp32 for tutorial models, as they were trained)")
-    p.add_argument("--chunk", type=_positive, default=CHUNK, help=f"images per forward pass (default {CHUNK})")
+                   help="auto: bf16 where the CPU has it natively (fp32 for tutorial models, as they were trained).")
+    p.add_argument("--chunk", type=_positive, default=CHUNK, help="images per forward pass")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
-                   help="auto: a bar on a terminal, lines in logs")
+                   help="auto: a bar on a terminal, lines in logs.")
     return p
 
 
