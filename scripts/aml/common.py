@@ -7,13 +7,13 @@ imports them. Every Azure call happens inside main(); importing a script does no
     v1.py            SDK v1 (azureml-core, the tutorial's and the default): sign-in, the workspace, its errors
     v2.py            SDK v2 (azure-ai-ml): MLClient, the command job, the sweep, YAML for the dry runs, its errors
     workspace.py compute.py upload_data.py push_image.py submit.py    one per make target; --sdk v1 | v2
-    sweep.py register_model.py deploy.py                              SDK v2 only
-    launcher/        the v1 run's entry script;  serving/  the online endpoint's scoring script
+    sweep.py register_model.py deploy.py score_job.py deploy_batch.py SDK v2 only
+    launcher/        the v1 run's entry script;  serving/  the online and batch endpoints' scoring scripts
 
 Imports go one way. common.py imports no other script. v1.py and v2.py import only common.py; each maps its own SDK's
 exceptions to one-line errors (its user_error, marked @common.sdk_errors, which run_main asks once it is imported).
 A make-target script imports the SDK modules it uses at its top, so their mappings are in place before main() runs.
-sweep.py and deploy.py build on submit.py, and submit.py on push_image.py.
+sweep.py, deploy.py, score_job.py and deploy_batch.py build on submit.py, and submit.py on push_image.py.
 
 Exit codes (the same for every script in scripts/aml/):
     0    done
@@ -160,6 +160,16 @@ def checkpoint_path(args, key: str | None = None) -> str:
     job with the same outputs, and a resubmitted command has the same key, so either finds its checkpoint there (a
     sweep adds each trial's name)."""
     return "/".join([CHECKPOINT_ROOT, args.experiment, key or run_key(args)])
+
+
+def workspace_key(args) -> str:
+    """8 hex digits naming the workspace (flags over the config file), the same on every run: a default name that
+    must be unique in its Azure region (an endpoint's) carries it, so two workspaces never claim the same name and a
+    rerun finds its own. With no workspace known (a dry run without a config) it is the key of 'offline-dry-run'."""
+    c = coordinates(args, required=False)
+    what = "/".join(c[k].lower() for k in ("subscription_id", "resource_group", "workspace_name")) if c \
+        else "offline-dry-run"
+    return hashlib.sha256(what.encode()).hexdigest()[:8]
 
 
 def git_sha(short: bool = True) -> str | None:

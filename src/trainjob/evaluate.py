@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", help="where evaluation.json and confusion_matrix.png go (default: evaluation/ "
                    "beside MODEL)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: as the model's recipe evaluated (bf16 where the CPU has it natively, fp32 for tutorial).")
+                   help="auto: as the model's recipe evaluated (bf16 where the CPU has it natively, fp32 for "
+                   "tutorial).")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "off"), default="auto",
                    help="auto: a bar on a terminal, lines in logs.")
     return p

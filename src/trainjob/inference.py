@@ -42,6 +42,25 @@ def load_model(path: str):
     return model, saved
 
 
+def model_in(path: str) -> str:
+    """path itself, or the one model.pt inside the folder path: Azure ML may hand a registered model over as the
+    folder holding it, nested as it was registered (a deployment's AZUREML_MODEL_DIR is one; a job's custom_model
+    input may be), so a model folder scores as its model.pt does."""
+    if not Path(path).is_dir():
+        return path
+    folder = Path(path)
+    if (folder / contract.MODEL_FILE).is_file():
+        return str(folder / contract.MODEL_FILE)
+    found = sorted(p for p in folder.rglob(contract.MODEL_FILE) if p.is_file())
+    if len(found) == 1:
+        return str(found[0])
+    if not found:
+        raise UserError(f"{path} is a folder without a {contract.MODEL_FILE}: pass the {contract.MODEL_FILE} a "
+                        "training run wrote (in its --output_dir), or the folder holding it")
+    raise UserError(f"{path} is a folder holding {len(found)} {contract.MODEL_FILE} files ({found[0]}, {found[1]}"
+                    f"{', ...' if len(found) > 2 else ''}): pass the one to use")
+
+
 def classify(model, saved: dict, batch: torch.Tensor, top: int,
              precision: str = "fp32") -> list[list[tuple[str, float]]]:
     """(B, 3, S, S) uint8 -> for each image its `top` (class, probability) pairs, best first."""
@@ -98,6 +117,7 @@ class Classifier:
     """classes, image_size and probabilities(uint8 batch) of a model.pt (torch) or a model.onnx (onnxruntime)."""
 
     def __init__(self, path: str, precision: str = "auto"):
+        path = model_in(path)
         self.path = path
         if Path(path).suffix.lower() == ".onnx":
             self.backend, self.precision = "onnxruntime", "fp32"

@@ -27,7 +27,8 @@ from trainjob.progress import Progress
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help=f"a {contract.MODEL_FILE} written by `train`, or the model.onnx of `train export`")
+    p.add_argument("model", help=f"a {contract.MODEL_FILE} written by `train` (or the folder holding "
+                   "it), or the model.onnx of `train export`")
     p.add_argument("paths", nargs="*", metavar="PATH", help="image files (any format and size PIL reads) or folders")
     p.add_argument("--from", dest="from_list", metavar="LIST", help="a text file of image paths, one per line "
                    "(relative ones are read from its folder); - reads stdin")
