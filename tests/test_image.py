@@ -168,7 +168,7 @@ def test_batch_predict_and_evaluate_in_the_image_hardened(docker_client, image, 
 
     out, code, _ = trained
     assert code == 0
-    new = write_image_folders(tmp_path / "new", classes=("a", "b"), per_class_train=3, split=None)
+    new = write_image_folders(tmp_path / "new", classes=("a", "b"), per_class_train=3, per_class_test=0, split=None)
     (new / "a" / "broken.png").write_bytes(b"not a png")
     labelled = write_cifar_batches(tmp_path / "labelled", n_train=10, n_test=20)
     for folder in (tmp_path, new, labelled, *new.iterdir()):
