@@ -33,10 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help=f"a {contract.MODEL_FILE} written by `train` (or the model.onnx of `train export`)")
-    p.add_argument("data", help="labelled images: CIFAR batches, train/<class>/ + test/<class>/, or <class>/ folders")
+    p.add_argument("data", help="labelled images: CIFAR batches, train/<class>/ + test/<class>/, <class>/ folders, or "
+                   "a manifest (.csv, .jsonl, an MLTable folder)")
     p.add_argument("--split", choices=labelled.SPLITS, default="auto", help="auto: the data's test set if it has "
                    "one (test/, val/, test_batch), else every image; test: for class folders without test/, the "
                    "share training held out (its --val_fraction and --seed, from model.pt); all: every image.")
+    p.add_argument("--columns", metavar="IMAGE,LABEL", help="a manifest's image and label columns, as train's "
+                   "--columns")
+    p.add_argument("--image_root", help="the folder a manifest's azureml:// and blob URLs map to, as train's "
+                   "--image_root")
     p.add_argument("--output_dir", help="where evaluation.json and confusion_matrix.png go (default: evaluation/ "
                    "beside MODEL)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output_dir = Path(args.output_dir) if args.output_dir else Path(args.model).parent / "evaluation"
     classifier = Classifier(args.model, args.precision)
-    data = labelled.load(args.data, args.split, *_held_out_settings(classifier))
+    data = labelled.load(args.data, args.split, *_held_out_settings(classifier), args.columns, args.image_root)
     print(f"evaluating {classifier.path} on {len(data.names)} images of {printable(args.data)} ({data.split}; "
           f"{classifier.describe()})", flush=True)
     torch.set_num_threads(cpu_quota())

@@ -29,12 +29,14 @@ class Labelled:
     skipped: list[dict] = field(default_factory=list)  # found while listing: not an image, empty, broken link
 
 
-def load(data_path: str, split: str, val_fraction: float, seed: int) -> Labelled:
+def load(data_path: str, split: str, val_fraction: float, seed: int, columns: str | None = None,
+         image_root: str | None = None) -> Labelled:
     """split: auto (the layout's test set if it has one, else every image), test (the held-out share of class
-    folders that have no test/, by val_fraction and seed), all."""
+    folders that have no test/, by val_fraction and seed), all. columns, image_root: a manifest's, as training's
+    --columns and --image_root."""
     path = Path(data_path)
     check_folder(path)
-    layout = detect_layout(path)
+    layout = detect_layout(path, columns, image_root)
     if layout.kind in ("cifar-batches", "cifar-tar"):
         arrays = cifar.read_tar(layout.path) if layout.kind == "cifar-tar" else cifar.read_batches_folder(layout.path)
         test = split != "all"
@@ -49,14 +51,14 @@ def load(data_path: str, split: str, val_fraction: float, seed: int) -> Labelled
     held_out = None
     if split == "all":
         described = "every image"
-    elif layout.test_dir:
+    elif listing.test_split:  # a test/ (or val/) folder, or a manifest's test rows
         keep = np.asarray(listing.splits) == folders.TEST
-        described = f"{layout.test_dir}/"
+        described = f"{listing.test_split}/" if layout.test_dir else listing.test_split
     elif split == "test":
         held_out = (val_fraction, seed)
         described = f"held-out {val_fraction:.0%} per class (seed {seed}), as training drew it"
     else:
-        described = "every image (no test/ folder)"
+        described = "every image (no test/ folder)" if not listing.source else "every row"
     index = np.flatnonzero(keep)
     if not len(index):
         raise DataError(f"no images to evaluate in {printable(data_path)} ({described})")

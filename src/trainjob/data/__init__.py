@@ -19,10 +19,11 @@ SKIPPED_EXAMPLES = 5
 
 def load_dataset(data_path: str | None, *, image_size: int, val_fraction: float, seed: int,
                  cache_dir: str | None, demo: bool, log: Callable[[str], None] = print, features=None,
-                 progress: str = "auto") -> Dataset:
+                 progress: str = "auto", columns: str | None = None, image_root: str | None = None) -> Dataset:
     """Detect the layout under data_path and load it into uint8 tensors; raise DataError with a one-line fix.
 
     progress: the --progress mode of the decoding display ("off" on the ranks that are not the main one).
+    columns, image_root: --columns and --image_root, for a manifest (data/manifest.py).
 
     features: a features.FeatureExtractor: the splits then hold its feature rows per image instead of pixels
     (image files are streamed through it; CIFAR and --demo pixels are loaded at their own size first)."""
@@ -42,7 +43,7 @@ def load_dataset(data_path: str | None, *, image_size: int, val_fraction: float,
         log("LIST FILES IN DATA PATH...")
         log(listing_line(path))
         log("================")
-        layout = detect_layout(path)
+        layout = detect_layout(path, columns, image_root)
         log(f"layout: {layout.kind} at {printable(str(layout.path))}" + (f" ({layout.note})" if layout.note else ""))
         if layout.kind in ("cifar-batches", "cifar-tar"):
             dataset = _load_cifar(layout, in_memory_size or cifar.CIFAR_SIDE, log)
@@ -62,8 +63,8 @@ def load_dataset(data_path: str | None, *, image_size: int, val_fraction: float,
 
 
 def listing_line(path: Path) -> str:
-    """The tutorial's `print(os.listdir(data_path))`, sorted and cut short for huge folders."""
-    names = sorted(os.listdir(path))
+    """The tutorial's `print(os.listdir(data_path))`, sorted and cut short for huge folders (a manifest: its name)."""
+    names = [path.name] if path.is_file() else sorted(os.listdir(path))
     if len(names) <= LISTING_MAX_ENTRIES:
         return str(names)
     return f"{names[:LISTING_MAX_ENTRIES]} ... and {len(names) - LISTING_MAX_ENTRIES} more"

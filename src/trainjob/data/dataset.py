@@ -23,7 +23,8 @@ class Dataset:
     train: Split
     test: Split
     classes: list[str]
-    format: str  # "cifar-batches" | "cifar-tar" | "image-folders" | "image-folder-split" | "synthetic"
+    format: str  # "cifar-batches" | "cifar-tar" | "image-folders" | "image-folder-split" | "synthetic", or a
+    # manifest's: "manifest-csv" | "manifest-jsonl" | "mltable"
     source: str  # the path it came from ("generated" for --demo)
     test_split: str  # where the test images came from: "test_batch", "test", "val", "held-out 10%", ...
     synthetic: bool = False

@@ -1,7 +1,7 @@
 """Which dataset layout is under --data_path: checked in a fixed order, so a folder holding several is unambiguous."""
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from trainjob.errors import DataError
@@ -11,16 +11,23 @@ TAR_NAME = "cifar-10-python.tar.gz"
 TEST_DIR_NAMES = ("test", "val")  # first found wins
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})  # compared lowered
 EXPECTED_LAYOUTS = (f"{BATCHES_DIR}/ (data_batch_1..5 + test_batch), the batch files themselves, {TAR_NAME}, "
-                    "train/<class>/ with test/<class>/ or val/<class>/, or one <class>/ folder of images per class")
+                    "train/<class>/ with test/<class>/ or val/<class>/, one <class>/ folder of images per class, "
+                    "or a manifest: a .csv or .jsonl file, or a folder holding an MLTable file")
+MLTABLE = "MLTable"  # the file name Azure ML gives an MLTable's definition
+MANIFEST_SUFFIXES = {".csv": "manifest-csv", ".tsv": "manifest-csv", ".jsonl": "manifest-jsonl",
+                     ".json": "manifest-jsonl"}  # compared lowered
+MANIFEST_KINDS = ("manifest-csv", "manifest-jsonl", "mltable")
 
 
 @dataclass(frozen=True)
 class Layout:
-    kind: str  # "cifar-batches" | "cifar-tar" | "image-folders" | "image-folder-split"
-    path: Path  # the batches folder, the archive, or the root of the image folders
+    kind: str  # "cifar-batches" | "cifar-tar" | "image-folders" | "image-folder-split", or one of MANIFEST_KINDS
+    path: Path  # the batches folder, the archive, the root of the image folders, the manifest, the MLTable's folder
     train_dir: str | None = None  # image layouts: "train", or None when the class folders sit in path itself
     test_dir: str | None = None  # "test" | "val"; None = hold out val_fraction of the training images
     note: str | None = None  # something worth a log line (e.g. "val/ ignored, test/ used")
+    columns: str | None = None  # manifests: --columns IMAGE,LABEL
+    image_root: str | None = None  # manifests: --image_root, where azureml:// and blob URLs point
 
 
 def printable(name: str) -> str:
@@ -38,9 +45,18 @@ def has_image_extension(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def manifest_kind(path: Path) -> str | None:
+    """The manifest kind a file's name says it is (a .csv, a .jsonl, an MLTable file), or None."""
+    if path.name == MLTABLE:
+        return "mltable"
+    return MANIFEST_SUFFIXES.get(path.suffix.lower())
+
+
 def check_folder(path: Path) -> None:
-    """Fail with the fix when --data_path is missing, a file, unreadable or empty."""
+    """Fail with the fix when --data_path is missing, a file other than a manifest, unreadable or empty."""
     shown = printable(str(path))
+    if path.is_file() and manifest_kind(path):
+        return
     if not path.exists():
         hint = " (a dangling link)" if path.is_symlink() else ""
         raise DataError(f"data path {shown} does not exist{hint}: expected a folder holding {EXPECTED_LAYOUTS}; "
@@ -94,6 +110,8 @@ def _match(path: Path) -> Layout | None:
         return Layout("cifar-batches", path)
     if (path / TAR_NAME).is_file():
         return Layout("cifar-tar", path / TAR_NAME)
+    if (path / MLTABLE).is_file():  # an MLTable folder says what to read: it wins over any images beside it
+        return Layout("mltable", path)
     train = path / "train"
     if train.is_dir() and _has_class_folders(train):
         found = [name for name in TEST_DIR_NAMES if (path / name).is_dir()]
@@ -107,14 +125,31 @@ def _match(path: Path) -> Layout | None:
     return None
 
 
-def detect_layout(path: Path) -> Layout:
-    """The layout under an existing, non-empty folder (call check_folder first); DataError listing what was found."""
+def detect_layout(path: Path, columns: str | None = None, image_root: str | None = None) -> Layout:
+    """The layout of a manifest file or under an existing, non-empty folder (call check_folder first); DataError
+    listing what was found. columns, image_root: --columns and --image_root, which only manifests take."""
+    kind = manifest_kind(path) if path.is_file() else None
+    layout = Layout(kind, path.parent if kind == "mltable" else path) if kind else _folder_layout(path)
+    if layout.kind in MANIFEST_KINDS:
+        return replace(layout, columns=columns, image_root=image_root)
+    if columns or image_root:
+        flag = "--columns" if columns else "--image_root"
+        raise DataError(f"{flag} applies to a manifest (a .csv or .jsonl file, or an MLTable folder), but "
+                        f"{printable(str(path))} is {layout.kind}: leave {flag} out")
+    return layout
+
+
+def _folder_layout(path: Path) -> Layout:
     layout = _match(path)
     found = _visible(path)
     subfolders = [n for n in found if (path / n).is_dir()]
     # One sub-folder holding a whole dataset is a data path one level too high, not a single-class image tree.
     nested = len(subfolders) == 1 and (layout is None or layout.kind == "image-folder-split" and not layout.train_dir)
-    if nested and _match(path / subfolders[0]) is not None:
+    manifests = [n for n in found if (path / n).is_file() and manifest_kind(path / n)]
+    if manifests and (layout is None or nested):  # a Kaggle-style images/ + labels.csv: the folder is not the data
+        hint = (f"; a manifest is read when --data_path names it: --data_path "
+                f"{printable(str(path / manifests[0]))}")
+    elif nested and _match(path / subfolders[0]) is not None:
         hint = f"; the dataset looks to be one level down: --data_path {printable(str(path / subfolders[0]))}"
     elif layout is not None:
         return layout

@@ -4,56 +4,24 @@ Files are listed once (class = top folder name, sorted; nested sub-folders belon
 parallel, cached, then split. Unreadable files are skipped and reported, never fatal, unless a class is left empty.
 """
 
-import errno
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from trainjob.data import cache
+from trainjob.data import cache, manifest
 from trainjob.data.dataset import MAX_CLASSES, Dataset, Split
 from trainjob.data.decode import decode_all
-from trainjob.data.detect import Layout, has_image_extension, is_hidden, printable
+from trainjob.data.detect import MANIFEST_KINDS, Layout, has_image_extension, is_hidden, printable
+from trainjob.data.listing import TEST, TRAIN, Listing, skip, stat_reason
 from trainjob.errors import DataError
 from trainjob.watchdog import beat
-
-TRAIN, TEST = 0, 1  # split codes stored per image
-
-
-@dataclass
-class Listing:
-    """Every file under the class folders, in a fixed order, before decoding."""
-
-    classes: list[str]
-    paths: list[str] = field(default_factory=list)  # absolute, to open
-    rels: list[str] = field(default_factory=list)  # relative to the data root, printable
-    labels: list[int] = field(default_factory=list)
-    splits: list[int] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)  # found while listing: wrong extension, empty, broken link
-    # (rel path, size, mtime_ns, ctime_ns, inode) for the cache key. ctime: a rewrite that keeps the size and resets
-    # the mtime (touch -d, rsync -t, cp -p) still moves it, and no user call can set it back.
-    identity: list[tuple[bytes, int, int, int, int]] = field(default_factory=list)
 
 
 def _class_folders(tree: Path) -> list[str]:
     return sorted(name for name in os.listdir(tree) if not is_hidden(name) and (tree / name).is_dir())
-
-
-def _skip(listing: Listing, rel: str, reason: str) -> None:
-    listing.skipped.append({"path": printable(rel), "reason": reason})
-
-
-def _stat_reason(error: OSError) -> str:
-    if error.errno == errno.ELOOP:
-        return "symlink loop"
-    if error.errno == errno.ENOENT:
-        return "broken link"
-    if isinstance(error, PermissionError):
-        return "permission denied"
-    return f"unreadable ({error.strerror or error})"
 
 
 def _sorted_entries(listing: Listing, root: Path, folder: Path) -> Iterator[os.DirEntry]:
@@ -61,7 +29,7 @@ def _sorted_entries(listing: Listing, root: Path, folder: Path) -> Iterator[os.D
     try:
         return iter(sorted(os.scandir(folder), key=lambda e: os.fsencode(e.name)))
     except OSError as e:
-        _skip(listing, os.path.relpath(folder, root) + "/", f"folder {_stat_reason(e)}")
+        skip(listing, os.path.relpath(folder, root) + "/", f"folder {stat_reason(e)}")
         return iter(())
 
 
@@ -82,17 +50,17 @@ def _list_class(listing: Listing, root: Path, folder: Path, label: int, split: i
                 stack.append(_sorted_entries(listing, root, Path(entry.path)))
                 continue
             if entry.is_symlink() and os.path.isdir(entry.path):
-                _skip(listing, rel, "link to a folder (not followed)")
+                skip(listing, rel, "link to a folder (not followed)")
                 continue
             st = os.stat(entry.path)  # follows file links; raises for loops and dangling links
         except OSError as e:
-            _skip(listing, rel, _stat_reason(e))
+            skip(listing, rel, stat_reason(e))
             continue
         listing.identity.append((os.fsencode(rel), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
         if not has_image_extension(entry.name):
-            _skip(listing, rel, "not an image file extension")
+            skip(listing, rel, "not an image file extension")
         elif st.st_size == 0:
-            _skip(listing, rel, "empty file")
+            skip(listing, rel, "empty file")
         else:
             listing.paths.append(entry.path)
             listing.rels.append(printable(rel))
@@ -101,6 +69,8 @@ def _list_class(listing: Listing, root: Path, folder: Path, label: int, split: i
 
 
 def list_images(layout: Layout) -> Listing:
+    if layout.kind in MANIFEST_KINDS:
+        return manifest.list_manifest(layout)
     root = layout.path
     train_tree = root / layout.train_dir if layout.train_dir else root
     classes = _class_folders(train_tree)
@@ -120,7 +90,7 @@ def list_images(layout: Layout) -> Listing:
     if len(classes) < 2:
         raise DataError(f"{where} has {len(classes)} class folder(s) {[printable(c) for c in classes]}: a classifier "
                         "needs at least 2; put each class's images in its own sub-folder (cat/, dog/, ...)")
-    listing = Listing(classes=[printable(c) for c in classes])
+    listing = Listing(classes=[printable(c) for c in classes], test_split=layout.test_dir)
     for label, name in enumerate(classes):
         _list_class(listing, root, train_tree / name, label, TRAIN)
         if layout.test_dir:
@@ -163,10 +133,12 @@ def readable(listing: Listing, rows: np.ndarray, failures: dict[int, str]) -> di
 
 def _check_every_class(listing: Listing, labels: np.ndarray, splits: np.ndarray, layout: Layout,
                        skipped: list[dict]) -> None:
-    trees = [(TRAIN, layout.train_dir)] + ([(TEST, layout.test_dir)] if layout.test_dir else [])
+    trees = [(TRAIN, layout.train_dir)] + ([(TEST, listing.test_split)] if listing.test_split else [])
     for split, tree in trees:
         counts = np.bincount(labels[splits == split], minlength=len(listing.classes))
         for label in np.flatnonzero(counts == 0):
+            if listing.source:  # a manifest: name the class and the rows, there is no folder
+                raise DataError(manifest.empty_class(listing, int(label), split, skipped))
             folder = f"{tree}/{listing.classes[label]}" if tree else listing.classes[label]
             bad = [s for s in skipped if s["path"].startswith(folder + os.sep)]
             found = f"{len(bad)} files skipped, e.g. {bad[0]['path']} ({bad[0]['reason']})" if bad else "no files"
@@ -205,8 +177,11 @@ def load_image_folders(layout: Layout, *, image_size: int, val_fraction: float, 
     """features: a features.FeatureExtractor, to hold backbone features per image instead of pixels (it shows its
     own progress); progress: the --progress mode of the decoding display."""
     listing = list_images(layout)
-    log(f"found {len(listing.paths)} image files in {len(listing.classes)} class folders"
-        + (f" ({len(listing.skipped)} other files left out)" if listing.skipped else ""))
+    where = f"listed in {listing.source} ({len(listing.classes)} classes)" if listing.source else \
+        f"in {len(listing.classes)} class folders"
+    log(f"found {len(listing.paths)} image files {where}"
+        + (f" ({len(listing.skipped)} other {'rows' if listing.source else 'files'} left out)"
+           if listing.skipped else ""))
     if features is None:
         arrays, cache_used = _decode_or_load(listing, layout, image_size, cache_dir, log, progress)
     else:
@@ -219,9 +194,9 @@ def load_image_folders(layout: Layout, *, image_size: int, val_fraction: float, 
     _check_every_class(listing, labels_np, splits_np, layout, skipped)
     images = torch.from_numpy(arrays["images"])  # (N, 3, S, S) uint8, or feature rows
     labels = torch.from_numpy(labels_np)
-    if layout.test_dir:
+    if listing.test_split:
         train_idx, test_idx = np.flatnonzero(splits_np == TRAIN), np.flatnonzero(splits_np == TEST)
-        test_split = layout.test_dir
+        test_split = listing.test_split
     else:
         train_idx, test_idx, singles = stratified_split(labels_np, len(listing.classes), val_fraction, seed)
         for c in singles:

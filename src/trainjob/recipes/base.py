@@ -45,7 +45,8 @@ class Recipe:
         transfer recipe: backbone features)."""
         cfg = ctx.cfg
         return load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                            cache_dir=cfg.cache_dir, demo=cfg.demo, log=ctx.log, progress=ctx.progress)
+                            cache_dir=cfg.cache_dir, demo=cfg.demo, log=ctx.log, progress=ctx.progress,
+                            columns=cfg.columns, image_root=cfg.image_root)
 
     def trainable(self) -> nn.Module:
         """The module train_step calls (and DDP wraps): the model, unless a recipe trains on something else."""

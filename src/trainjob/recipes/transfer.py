@@ -102,7 +102,8 @@ class TransferRecipe(Recipe):
         with ctx.stop.keeping(f"the features extracted so far are kept in {ctx.checkpoint_dir}"):
             return load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
                                 seed=cfg.seed, cache_dir=cfg.cache_dir, demo=cfg.demo, log=ctx.log,
-                                features=extractor, progress=ctx.progress)
+                                features=extractor, progress=ctx.progress, columns=cfg.columns,
+                                image_root=cfg.image_root)
 
     # --- the model ---
     def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m):
