@@ -62,7 +62,7 @@ def test_score_job_dry_run_writes_a_command_job_that_load_job_reads(tmp_path):
     assert out.stderr == "" and "nothing sent" in out.stdout
     job = load_job(BUILD / "score-job.yml")
     assert job.type == "command" and job.compute == "cpu-cluster"
-    assert job.environment.image == "offline-dry-run.azurecr.io/trainjob:abc1234"
+    assert job.environment == "trainjob:abc1234"  # push-image's environment; the loader drops the azureml: prefix
     assert job.command.split() == ["train", "predict", "${{inputs.model}}", "${{inputs.images}}", "--output",
                                    "${{outputs.predictions}}/predictions.csv", "--top", "${{inputs.top}}",
                                    "--progress", "lines"]
@@ -126,7 +126,7 @@ def test_deploy_batch_dry_run_writes_an_endpoint_and_deployment_that_the_sdk_loa
     assert (deployment.type, deployment.name, deployment.endpoint_name) == ("model", "trainjob", endpoint.name)
     assert deployment.model == "trainjob:3"  # the loader drops the azureml: prefix the YAML carries
     assert "model: azureml:trainjob:3" in (BUILD / "batch-deployment.yml").read_text()
-    assert deployment.environment.image == "offline-dry-run.azurecr.io/trainjob:abc1234"
+    assert deployment.environment == "trainjob:abc1234"  # push-image's environment (the full image: batch needs v1)
     assert deployment.compute == "cpu-cluster" and deployment.resources.instance_count == 1
     code = Path(deployment.code_configuration.code)
     assert code.resolve() == AML / "serving" and deployment.code_configuration.scoring_script == "batch_score.py"

@@ -63,6 +63,21 @@ def test_environment_runs_the_image_as_is_with_its_venv_python(aml):
     assert env["python"]["userManagedDependencies"] is True
     assert env["python"]["interpreterPath"] == "/opt/venv/bin/python"
     assert env["docker"]["baseImageRegistry"]["address"] is None
+    assert env["environmentVariables"] == {}  # not the SDK's placeholder EXAMPLE_ENV_VAR
+
+
+def test_no_environment_push_image_registers_carries_the_sdks_placeholder_variable(aml, tmp_path, capsys):
+    """Environment() gives every new environment EXAMPLE_ENV_VAR=EXAMPLE_VALUE, which would reach each run's
+    process; both ways push-image registers one (an image, or a Dockerfile the workspace builds) drop it, and quietly
+    (the SDK's setter would log a deprecation warning). Serialised by the SDK, offline (--dry-run)."""
+    common, push_image = aml.common, aml.push_image
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM python:3.11-slim\n")
+    for argv in (["--dry-run", "--tag", "t1"], ["--dry-run", "--workspace-build", "--dockerfile", str(dockerfile)]):
+        assert common.run_main(push_image.main, argv) == 0
+        out, err = capsys.readouterr()
+        assert "EXAMPLE_ENV_VAR" not in out and json.loads(out)["environment"]["environmentVariables"] == {}
+        assert "deprecated" not in err
 
 
 def test_dockerfile_names_the_venv_python_the_environment_uses():

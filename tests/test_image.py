@@ -239,6 +239,77 @@ def test_serve_in_the_image_read_only_as_a_non_root_user_scores_and_refuses_garb
     assert "Traceback" not in logs, logs[-3000:]
 
 
+# Run inside the container, where an endpoint's probes and its front end reach the server: 127.0.0.1:5001.
+ENDPOINT_CLIENT = """
+import json, sys, time, urllib.error, urllib.request as u
+base, deadline = "http://127.0.0.1:5001", time.monotonic() + float(sys.argv[2])
+while True:
+    try:
+        live = u.urlopen(base + "/", timeout=5).status
+        break
+    except (OSError, urllib.error.URLError):
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.25)
+request = u.Request(base + "/score", data=open(sys.argv[1], "rb").read(), headers={"Content-Type": "image/png"})
+with u.urlopen(request, timeout=30) as r:
+    print(json.dumps({"live": live, "status": r.status, "body": json.loads(r.read())}))
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.parametrize("code_configuration", [True, False], ids=["uploaded-scoring-script", "no-code"])
+def test_the_image_started_as_an_online_endpoint_starts_it_serves_liveness_and_scores(
+        docker_client, image, trained, tmp_path, code_configuration):
+    """As a managed online endpoint starts the image: no command; AZUREML_MODEL_DIR with the registered model mounted
+    there read-only; with a code configuration, scripts/aml/serving mounted as AML_APP_ROOT and AZUREML_ENTRY_SCRIPT
+    relative to it (without one, the image's own scoring script); the server settings make deploy-aml sets; the
+    image's own non-root user; a read-only root with no tmpfs; no network. GET / and POST /score are sent from inside
+    the container, on the port of the inference_config routes, and the answer must be `train predict`'s."""
+    from datagen import write_image_folders
+
+    out, code, _ = trained
+    assert code == 0
+    registered = tmp_path / "registered"
+    (registered / "model").mkdir(parents=True)
+    shutil.copy(out / "model.pt", registered / "model" / "model.pt")  # a folder: the script finds model.pt inside
+    images = write_image_folders(tmp_path / "probe", classes=("cat",), per_class_train=1, split=None)
+    probe = next(images.rglob("*.png"))
+    for path in (tmp_path, *registered.rglob("*"), registered, images, *images.rglob("*")):
+        path.chmod(0o755)
+    models = "/var/azureml-app/azureml-models/trainjob/1"
+    env = {"AZUREML_MODEL_DIR": models, "WORKER_COUNT": "1", "WORKER_TIMEOUT": "300", "SCORING_TIMEOUT_MS": "30000"}
+    volumes = {str(registered): {"bind": models, "mode": "ro"}, str(probe.parent): {"bind": "/probe", "mode": "ro"}}
+    if code_configuration:
+        env |= {"AML_APP_ROOT": "/var/azureml-app/serving", "AZUREML_ENTRY_SCRIPT": "score.py"}
+        volumes[str(ROOT / "scripts/aml/serving")] = {"bind": "/var/azureml-app/serving", "mode": "ro"}
+    strict = {k: v for k, v in HARDENED.items() if k not in ("tmpfs", "user")}
+    started = time.monotonic()
+    container = docker_client.containers.run(image, detach=True, environment=env, volumes=volumes, **strict)
+    try:
+        code, output = container.exec_run(["python", "-c", ENDPOINT_CLIENT, f"/probe/{probe.name}", "120"])
+        record(f"docker run (as an online endpoint) -> GET / 200 and POST /score: {time.monotonic() - started:.1f} s")
+        assert code == 0, output.decode(errors="replace")[-3000:] + container.logs().decode(errors="replace")[-3000:]
+        answer = json.loads(output.decode().splitlines()[-1])
+        code, predicted = container.exec_run(["train", "predict", "--json", f"{models}/model/model.pt",
+                                              f"/probe/{probe.name}"])
+        assert code == 0, predicted.decode(errors="replace")
+        user = container.exec_run(["id", "-u"]).output.decode().strip()
+    finally:
+        logs = container.logs().decode(errors="replace")
+        container.remove(force=True)
+    assert answer["live"] == 200 and answer["status"] == 200, answer
+    [expected] = [json.loads(line) for line in predicted.decode().splitlines() if line.startswith("{")]
+    got = answer["body"]["top"]
+    assert [t["class"] for t in got] == [t["class"] for t in expected["top"]], (got, expected)
+    assert [t["probability"] for t in got] == pytest.approx([t["probability"] for t in expected["top"]], abs=1e-5)
+    script = "/var/azureml-app/serving/score.py" if code_configuration else "/trainjob/score.py"
+    assert "docker-entrypoint: Azure ML online endpoint: azmlinfsrv --entry_script" in logs and script in logs, logs
+    assert user == "10001" and "Traceback" not in logs, logs[-3000:]
+    assert "Read-only file system" not in logs, logs[-3000:]  # nothing it starts tries to write outside /dev/shm
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 def test_transfer_recipe_trains_with_no_network_from_the_weights_in_the_image(docker_client, image, tmp_path):
@@ -424,6 +495,57 @@ def test_entrypoint_prepends_train_to_flags_and_predict(tmp_path, args, expected
                             text=True, env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
+
+
+def entrypoint(tmp_path, args, env, *, server=True):
+    """Run the entrypoint with stand-ins for `train` and `azmlinfsrv` that print how they were called."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("train", "azmlinfsrv") if server else ("train",):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho {name} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    # python: the venv's, which has trainjob (and an azmlinfsrv, hidden where the image has none)
+    path = f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin" if server else f"{bin_dir}:/usr/bin:/bin"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AZUREML_", "AML_"))}
+    return subprocess.run(["sh", ROOT / "entrypoint/docker-entrypoint.sh", *args], check=False, capture_output=True,
+                          text=True, env={**clean, "PATH": path, **env})
+
+
+def test_entrypoint_starts_the_inference_server_where_an_online_endpoint_starts_the_image(tmp_path):
+    """No command and Azure ML's serving variables: azmlinfsrv on 5001 with the deployment's scoring script
+    (AZUREML_ENTRY_SCRIPT, relative to AML_APP_ROOT, or absolute), else with the image's own (trainjob/score.py)."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "score.py").write_text("from trainjob.score import init, run\n")
+    for env in ({"AZUREML_MODEL_DIR": "/m", "AZUREML_ENTRY_SCRIPT": "score.py", "AML_APP_ROOT": str(app)},
+                {"AZUREML_MODEL_DIR": "/m", "AZUREML_ENTRY_SCRIPT": str(app / "score.py")}):
+        result = entrypoint(tmp_path, [], env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == f"azmlinfsrv --entry_script {app / 'score.py'} --port 5001"
+    result = entrypoint(tmp_path, [], {"AZUREML_MODEL_DIR": "/m"})  # no code configuration
+    assert result.returncode == 0, result.stderr
+    own = result.stdout.splitlines()[-1].split()
+    assert own[:2] == ["azmlinfsrv", "--entry_script"] and own[2].endswith("trainjob/score.py") and own[3:] == [
+        "--port", "5001"]
+
+
+def test_entrypoint_trains_or_runs_the_command_unless_started_for_an_endpoint(tmp_path):
+    """No command and no serving variables: train. A command (a batch driver's, a job's) always runs as given."""
+    assert entrypoint(tmp_path, [], {}).stdout.strip() == "train"
+    served = {"AZUREML_MODEL_DIR": "/m", "AZUREML_ENTRY_SCRIPT": "batch_score.py"}
+    assert entrypoint(tmp_path, ["python", "-c", "print('driver')"], served).stdout.strip() == "driver"
+    assert entrypoint(tmp_path, ["--epochs", "1"], served).stdout.strip() == "train --epochs 1"
+
+
+def test_entrypoint_says_in_one_line_what_keeps_the_endpoint_from_starting(tmp_path):
+    missing = entrypoint(tmp_path, [], {"AZUREML_MODEL_DIR": "/m", "AZUREML_ENTRY_SCRIPT": "score.py",
+                                        "AML_APP_ROOT": str(tmp_path / "nowhere")})
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert missing.stderr.strip() == (f"docker-entrypoint: AZUREML_ENTRY_SCRIPT=score.py: no file "
+                                      f"{tmp_path / 'nowhere' / 'score.py'} (AML_APP_ROOT={tmp_path / 'nowhere'})")
+    (tmp_path / "lean").mkdir()
+    lean = entrypoint(tmp_path / "lean", [], {"AZUREML_MODEL_DIR": "/m"}, server=False)
+    assert lean.returncode == 2 and "no inference server (built with VARIANT=train)" in lean.stderr
 
 
 def test_make_run_starts_the_container_with_the_tests_hardening_flags(tmp_path):

@@ -4,7 +4,9 @@
     make deploy-batch-aml AML_ARGS="--model trainjob:1"          # endpoint trainjob-batch-<workspace key>
     make deploy-batch-aml DRY_RUN=1 AML_ARGS="--model trainjob:1"   # write build/aml/batch-{endpoint,deployment}.yml
 
-The deployment runs the image (make push-image) on cpu-cluster with scripts/aml/serving/batch_score.py, which is
+The deployment runs the environment `make push-image AML_SDK=v2` registers (azureml:trainjob:<tag>) on cpu-cluster;
+Azure ML's batch driver needs azureml-core in the image, so it must be the full image, not VARIANT=v2 or train
+(docs/image.md). The scoring script is scripts/aml/serving/batch_score.py, which is
 trainjob's own batch scoring script (trainjob/batch/azureml.py): each mini-batch of files goes through the same
 code as `train predict`, and each file gets one line of predictions.csv with the columns of `train predict --output
 predictions.csv` (no header line; an unreadable file gets a line with its error). Exit codes: see common.py.
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import common
 import deploy
+import push_image
 import submit
 import v2
 
@@ -39,9 +42,9 @@ def build_parser():
     p.add_argument("--timeout", type=int, default=300, help="seconds one mini-batch may take")
     p.add_argument("--image", default="trainjob", help="image name")
     p.add_argument("--tag", help="image tag (default: the git commit)")
-    p.add_argument("--image-uri", help="the image to run (default: <workspace registry>/--image:--tag)")
     p.add_argument("--registry", default="offline-dry-run.azurecr.io",
                    help="--dry-run: registry login server (offline, the workspace's registry is not read)")
+    push_image.add_v2_environment_args(p)
     p.add_argument("--dry-run", action="store_true", help="write build/aml/batch-endpoint.yml and "
                    "batch-deployment.yml; contact nothing")
     common.add_workspace_args(p)
@@ -74,7 +77,8 @@ def check(args) -> None:
 
 
 def entities(args, image: str):
-    """(BatchEndpoint, ModelBatchDeployment) for the flags."""
+    """(BatchEndpoint, ModelBatchDeployment) for the flags; image: submit.v2_image's answer (an environment's
+    azureml:NAME:VERSION, or an image)."""
     check(args)
     name = endpoint_name(args)
     v2.import_sdk()
@@ -105,7 +109,8 @@ def entities(args, image: str):
     deployment = ModelBatchDeployment(
         name=args.deployment, endpoint_name=name, model=f"azureml:{args.model}",
         description="trainjob image classifier (the image's own batch scoring script)",
-        environment=Environment(image=image, description="trainjob: the image as built by make build"),
+        environment=image if image.startswith("azureml:") else Environment(
+            image=image, description="trainjob: the image as built by make build"),
         code_configuration=CodeConfiguration(code=str(SERVING_DIR), scoring_script=SCORING_SCRIPT),
         compute=args.compute, resources=ResourceConfiguration(instance_count=args.instance_count), settings=settings,
     )
@@ -119,7 +124,7 @@ def main(argv=None) -> None:
         endpoint, deployment = entities(args, submit.v2_image(args))
         paths = [v2.write_yaml(endpoint, "batch-endpoint.yml"), v2.write_yaml(deployment, "batch-deployment.yml")]
         print(f"wrote {paths[0]} and {paths[1]} (offline, nothing sent): batch endpoint {endpoint.name}, deployment "
-              f"{deployment.name}: model {deployment.model}, image {deployment.environment.image}, "
+              f"{deployment.name}: model {deployment.model}, {push_image.describe(deployment.environment)}, "
               f"{deployment.resources.instance_count} x {deployment.compute}, {deployment.settings.mini_batch_size} "
               f"files per mini-batch, rows appended to {OUTPUT_FILE}; create them with `az ml batch-endpoint create "
               f"--file {paths[0]}` then `az ml batch-deployment create --file {paths[1]} --set-default`")

@@ -4,7 +4,8 @@
     make build && make push-image                      # docker tag + docker push IMAGE:TAG, then register
     make push-image AML_ARGS=--workspace-build          # let the workspace build docker/Dockerfile instead
     make push-image AML_ARGS=--dry-run                  # print the environment as the SDK serialises it, offline
-    make push-image AML_SDK=v2 [DRY_RUN=1]              # register it through azure-ai-ml (build/aml/environment.yml)
+    make push-image AML_SDK=v2 [DRY_RUN=1]              # register it through azure-ai-ml as trainjob:TAG, with the
+                                                       # online endpoint's routes (build/aml/environment.yml)
 
 The environment has user-managed dependencies (Azure ML adds no conda layer) and runs the image's own python,
 /opt/venv/bin/python. An image in the workspace's registry needs no credentials: the workspace pulls it with its
@@ -30,6 +31,13 @@ import v1
 import v2
 
 ACR_SUFFIX = {"AzureCloud": "azurecr.io", "AzureChinaCloud": "azurecr.cn", "AzureUSGovernment": "azurecr.us"}
+# Where an online endpoint finds the Azure ML inference server that the image's entrypoint starts when the endpoint
+# runs it (entrypoint/docker-entrypoint.sh): a custom image needs these routes, as Azure ML's custom-container samples
+# give them. Readiness is / too: the server answers it only once the scoring script's init() has loaded the model.
+SERVER_PORT = 5001
+INFERENCE_CONFIG = {"liveness_route": {"path": "/", "port": SERVER_PORT},
+                    "readiness_route": {"path": "/", "port": SERVER_PORT},
+                    "scoring_route": {"path": "/score", "port": SERVER_PORT}}
 
 
 def build_parser():
@@ -62,6 +70,9 @@ def make_environment(name: str, image: str, interpreter: str = common.INTERPRETE
     env = Environment.from_docker_image(name, image, container_registry=registry)
     env.python.user_managed_dependencies = True  # from_docker_image sets it; stated because the run depends on it
     env.python.interpreter_path = interpreter  # the default, "python", is whatever PATH finds first
+    # Environment() puts a placeholder EXAMPLE_ENV_VAR into every run's process; dropped in place because the
+    # property's setter logs a deprecation warning.
+    env.environment_variables.pop("EXAMPLE_ENV_VAR", None)
     return env
 
 
@@ -151,15 +162,69 @@ def workspace_build_environment(args):
     env = Environment.from_dockerfile(args.environment, text)
     env.python.user_managed_dependencies = True
     env.python.interpreter_path = args.interpreter
+    env.environment_variables.pop("EXAMPLE_ENV_VAR", None)  # as make_environment: no placeholder
     return env
 
 
-def environment_v2(name: str, image: str):
-    """The image as an azure.ai.ml Environment, as it is: the job's command calls `train` on the image's PATH."""
+def environment_version(tag: str) -> str:
+    """The version push-image registers an image tag under: the tag itself, so the v2 scripts name the environment of
+    the image they mean (azureml:trainjob:<tag>) offline, and pushing the same tag again reuses the version."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+        raise common.AmlError(f"--tag {tag!r} cannot be an environment version: letters, digits, '_', '.', '-'")
+    return tag
+
+
+def environment_v2(name: str | None, image: str, version: str | None = None):
+    """The image as an azure.ai.ml Environment, as it is: a job's command calls `train` on the image's PATH; an online
+    deployment reaches the inference server the entrypoint starts through inference_config. name None: anonymous."""
     v2.import_sdk()
     from azure.ai.ml.entities import Environment
 
-    return Environment(name=name, image=image, description="trainjob: the image as built by make build")
+    return Environment(name=name, version=version, image=image, inference_config=INFERENCE_CONFIG,
+                       description="trainjob: the image as built by make build")
+
+
+def add_v2_environment_args(p) -> None:
+    """The flags that pick a v2 script's environment (submit.py has --environment and its version for v1 too)."""
+    p.add_argument("--environment", default=common.ENVIRONMENT, help="registered environment (make push-image "
+                   "AML_SDK=v2)")
+    p.add_argument("--environment-version", help="its version (default: --tag, as push-image registers it)")
+    p.add_argument("--image-uri", help="run this image as an anonymous environment, not the registered one")
+    p.add_argument("--inline-environment", action="store_true", help="run --registry/--image:--tag as an "
+                   "anonymous environment, not the registered azureml:--environment:VERSION")
+
+
+def v2_environment(args, client=None) -> str:
+    """The environment of a v2 job or deployment: azureml:NAME:VERSION, the one `make push-image AML_SDK=v2`
+    registers (its version is the image tag), checked to exist when a client is given; with --image-uri or
+    --inline-environment, the image to run as an anonymous environment (offline: in the labelled --registry)."""
+    if args.image_uri:
+        return args.image_uri
+    tag = args.tag or common.git_sha() or "dev"
+    if not args.inline_environment:
+        version = args.environment_version or environment_version(tag)
+        if client is not None:
+            from azure.core.exceptions import ResourceNotFoundError
+
+            try:
+                client.environments.get(name=args.environment, version=version)
+            except ResourceNotFoundError:
+                raise common.AmlError(f"environment {args.environment} version {version} is not registered in the "
+                                      f"workspace: run `make push-image AML_SDK=v2 TAG={version}` (or pass "
+                                      "--inline-environment)") from None
+        return f"azureml:{args.environment}:{version}"
+    if client is None:
+        return f"{args.registry}/{args.image}:{tag}"
+    registry_id = client.workspaces.get(client.workspace_name).container_registry or ""
+    if not registry_id:
+        raise common.AmlError("the workspace has no container registry yet: run `make push-image` "
+                              "(or pass --image-uri)")
+    return f"{registry_id.rstrip('/').split('/')[-1]}.azurecr.io/{args.image}:{tag}"
+
+
+def describe(environment) -> str:
+    """An entity's environment in a dry run's summary: the registered one's reference, or the image."""
+    return environment if isinstance(environment, str) else f"image {environment.image}"
 
 
 def main_v2(args, local: str) -> None:
@@ -168,11 +233,12 @@ def main_v2(args, local: str) -> None:
     if args.workspace_build or registry_credentials_given(args):
         raise common.AmlError("--workspace-build and registry credentials are v1 flags: with --sdk v2 push the "
                               "image (make build push-image) and give the workspace's identity AcrPull on --registry")
+    version = environment_version(local.rsplit(":", 1)[1])
     if args.dry_run:
-        env = environment_v2(args.environment, f"{args.registry or 'offline-dry-run.azurecr.io'}/{local}")
+        env = environment_v2(args.environment, f"{args.registry or 'offline-dry-run.azurecr.io'}/{local}", version)
         path = v2.write_yaml(env, "environment.yml")
-        print(f"wrote {path} (offline, nothing sent): environment {env.name}, image {env.image}; register it with "
-              f"`az ml environment create --file {path}`")
+        print(f"wrote {path} (offline, nothing sent): environment {env.name} version {env.version}, image "
+              f"{env.image}; register it with `az ml environment create --file {path}`")
         return
     client = v2.ml_client(args)
     if args.registry:
@@ -183,8 +249,9 @@ def main_v2(args, local: str) -> None:
     remote = f"{server}/{local}"
     if not args.skip_push:
         push(args, local, remote, acr_name)
-    registered = client.environments.create_or_update(environment_v2(args.environment, remote))
-    print(f"registered environment {registered.name} version {registered.version}: {remote}")
+    registered = client.environments.create_or_update(environment_v2(args.environment, remote, version))
+    print(f"registered environment {registered.name} version {registered.version}: {remote}; the v2 scripts use "
+          f"it as azureml:{registered.name}:{registered.version} (--tag {version})")
 
 
 def main(argv=None) -> None:

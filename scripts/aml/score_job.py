@@ -21,6 +21,7 @@ import re
 import sys
 
 import common
+import push_image
 import submit
 import v2
 
@@ -46,9 +47,9 @@ def build_parser():
     p.add_argument("--wait", action="store_true", help="stream the job's log until it ends; exit 3 if it fails")
     p.add_argument("--image", default="trainjob", help="image name")
     p.add_argument("--tag", help="image tag (default: the git commit)")
-    p.add_argument("--image-uri", help="the image to run (default: <workspace registry>/--image:--tag)")
     p.add_argument("--registry", default="offline-dry-run.azurecr.io",
                    help="--dry-run: registry login server (offline, the workspace's registry is not read)")
+    push_image.add_v2_environment_args(p)
     p.add_argument("--dry-run", action="store_true", help="write build/aml/score-job.yml; contact nothing")
     common.add_workspace_args(p)
     return p
@@ -100,7 +101,9 @@ def score_job(args, image: str):
     datastore = args.datastore or common.DEFAULT_DATASTORE
     node = command(
         command=PREDICT,
-        environment=Environment(image=image, description="trainjob: the image as built by make build"),
+        # azureml:NAME:VERSION: the environment push-image registers (submit.v2_image); else an image, anonymously.
+        environment=image if image.startswith("azureml:") else Environment(
+            image=image, description="trainjob: the image as built by make build"),
         compute=args.compute,
         experiment_name=args.experiment,
         display_name=f"trainjob score {args.model}",
@@ -120,7 +123,8 @@ def main(argv=None) -> None:
     if args.dry_run:
         job = score_job(args, submit.v2_image(args))
         path = v2.write_yaml(job, "score-job.yml")
-        print(f"wrote {path} (offline, nothing sent): command job on {args.compute}, image {job.environment.image}, "
+        print(f"wrote {path} (offline, nothing sent): command job on {args.compute}, "
+              f"{push_image.describe(job.environment)}, "
               f"model {job.inputs['model'].path}, images {job.inputs['images'].path} (ro_mount), predictions "
               f"{job.outputs['predictions'].path}{PREDICTIONS_FILE} (rw_mount); submit it with `az ml job create "
               f"--file {path}`")

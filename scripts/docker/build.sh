@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Build the image with BuildKit: scripts/docker/build.sh IMAGE TAG  -> IMAGE:TAG and IMAGE:latest.
 # Build options come from the environment (all optional):
+#   VARIANT              full (default): SDK v1 + v2 jobs, online and batch endpoints; v2: without the SDK v1 run-time
+#                        (azureml-core, dataset mounts, FUSE); train: v2 training only, no serving packages either.
+#                        Other variants are tagged IMAGE:TAG-VARIANT and IMAGE:latest-VARIANT (docs/image.md)
 #   BASE_IMAGE           base image (default python:3.11-slim-bookworm; offline: localhost/python:3.11-slim-bookworm)
 #   TORCH_INDEX_URL      torch wheels: unset = CPU-only index (default); empty = PyPI's CUDA build; or a cuXXX index
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST   a package mirror
@@ -20,7 +23,14 @@ cd "$root"
 docker_cli=${DOCKER_CLI:-/usr/bin/docker}
 [[ -x $docker_cli ]] || docker_cli=docker
 
-args=(--network host -f docker/Dockerfile -t "$image:$tag" -t "$image:latest")
+variant=${VARIANT:-full}
+case $variant in
+    full) suffix= ;;
+    v2 | train) suffix=-$variant ;;  # never over IMAGE:latest, which the other make targets run
+    *) echo "build: VARIANT=$variant is not a variant: full (default), v2 or train (docs/image.md)" >&2; exit 2 ;;
+esac
+tag+=$suffix
+args=(--network host -f docker/Dockerfile -t "$image:$tag" -t "$image:latest$suffix" --build-arg "VARIANT=$variant")
 # Passed only when set in the environment; TORCH_INDEX_URL may be set to empty on purpose (PyPI's CUDA build).
 for var in BACKBONE_WEIGHTS BASE_IMAGE PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_NO_INDEX PIP_TRUSTED_HOST TORCH_INDEX_URL; do
     if [[ -n ${!var+set} ]]; then
@@ -47,7 +57,7 @@ args+=(--build-arg "REVISION=$revision" --build-arg "VERSION=$version" --build-a
 extra=(${DOCKER_BUILD_ARGS:-})
 torch_from="the PyTorch CPU index"
 [[ -n ${TORCH_INDEX_URL+set} ]] && torch_from=${TORCH_INDEX_URL:-PyPI (CUDA build)}
-echo "build: $image:$tag (base ${BASE_IMAGE:-python:3.11-slim-bookworm}; torch from $torch_from)"
+echo "build: $image:$tag, variant $variant (base ${BASE_IMAGE:-python:3.11-slim-bookworm}; torch from $torch_from)"
 start=$SECONDS
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

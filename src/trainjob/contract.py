@@ -15,6 +15,16 @@ ENV_MLFLOW_EXPERIMENT = "MLFLOW_EXPERIMENT_NAME"  # the MLflow experiment of a n
 ENV_SERVE_MAX_BYTES = "TRAINJOB_SERVE_MAX_BYTES"  # train serve: the largest request body (DEFAULT_SERVE_MAX_BYTES)
 ENV_REVISION = "TRAINJOB_REVISION"  # the code's git commit, set in the image at build time (version.code_version)
 ENV_SERVE_MODEL = "TRAINJOB_MODEL"  # set by train serve for its scoring script; on Azure, AZUREML_MODEL_DIR instead
+# Set by Azure ML's online endpoint in the container it starts with no command: the entrypoint then starts the inference
+# server (azmlinfsrv) on SERVER_PORT with AML_APP_ROOT/AZUREML_ENTRY_SCRIPT, or trainjob/score.py when unset.
+ENV_AZUREML_MODEL_DIR = "AZUREML_MODEL_DIR"  # the registered model's mount; the scoring script takes its model.pt
+ENV_AZUREML_ENTRY_SCRIPT = "AZUREML_ENTRY_SCRIPT"  # the deployment's scoring script, relative to AML_APP_ROOT
+ENV_AML_APP_ROOT = "AML_APP_ROOT"  # the deployment's uploaded code folder (default /var/azureml-app)
+# Read by the inference server itself; make deploy-aml sets them from its flags.
+ENV_SERVER_WORKERS = "WORKER_COUNT"  # server worker processes, each with its own copy of the model (default 1)
+ENV_SERVER_WORKER_TIMEOUT = "WORKER_TIMEOUT"  # seconds a worker may be silent (loading, scoring) before it is killed
+ENV_SCORING_TIMEOUT_MS = "SCORING_TIMEOUT_MS"  # milliseconds one request may score before the server gives up
+SERVER_PORT = 5001  # the inference server's port: train serve's default and the deployment's inference_config routes
 # Set by torchrun and by Azure ML's PyTorch distribution. WORLD_SIZE > 1 switches on DistributedDataParallel; the
 # others say which process this is.
 ENV_RANK = "RANK"

@@ -33,11 +33,11 @@ _saved: dict = {}
 def find_model() -> Path:
     if os.environ.get(contract.ENV_SERVE_MODEL):
         return Path(os.environ[contract.ENV_SERVE_MODEL])
-    root = Path(os.environ.get("AZUREML_MODEL_DIR", "."))
-    found = sorted(root.rglob("model.pt"))
+    root = Path(os.environ.get(contract.ENV_AZUREML_MODEL_DIR, "."))
+    found = sorted(root.rglob(contract.MODEL_FILE))
     if not found:
-        raise FileNotFoundError(f"no model.pt under AZUREML_MODEL_DIR={root}: register the model.pt a training run "
-                                "wrote (make register-model)")
+        raise FileNotFoundError(f"no model.pt under {contract.ENV_AZUREML_MODEL_DIR}={root}: register the model.pt a "
+                                "training run wrote (make register-model)")
     return found[0]
 
 
