@@ -6,7 +6,6 @@ file can never run code. A truncated or corrupt newest checkpoint (SIGKILL mid-w
 failing to load and the previous one is used instead.
 """
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import torch
 
 from trainjob import contract
-from trainjob.atomic import fsync_dir, save_torch
+from trainjob.atomic import move, save_torch
 from trainjob.config import NOT_COMPARED, Config, recipe_defaults
 from trainjob.errors import UserError
 from trainjob.recipes import RECIPES
@@ -39,8 +38,7 @@ class Checkpoints:
         beat()
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.latest.exists():
-            os.replace(self.latest, self.dir / PREVIOUS)
-            fsync_dir(self.dir)
+            move(self.latest, self.dir / PREVIOUS)  # where a blob mount refuses it, a copy: latest.pt goes once whole
         save_torch({"format": FORMAT, **state}, self.latest)  # atomic: a crash here leaves previous.pt intact
         return self.latest
 
