@@ -7,12 +7,15 @@ TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 DATA ?= ./data
 OUT ?= ./outputs
 ARGS ?=
+# The image's variant: full | v2 (no SDK v1 run-time) | train (v2 training only); docs/image.md says which to use.
+VARIANT ?= full
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: help venv azurite docs run run-local demo data test test-fast lint bench bench-fast bench-precision bench-transfer build base-image-offline smoke shell \
-	lint-docker chaos workspace compute upload-data push-image submit-aml sweep-aml register-model deploy-aml bench-serve
+	lint-docker chaos workspace compute upload-data push-image submit-aml sweep-aml register-model deploy-aml bench-serve \
+	bench-predict score-aml deploy-batch-aml
 
 help: ## Show this list.
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
@@ -74,12 +77,15 @@ bench-transfer: venv ## Pretrained transfer (frozen, warm cache, fine-tuned) aga
 bench-serve: venv ## Requests/s and p50/p99 latency of `train serve` (concurrency 1 and 4) against `train predict`, tutorial and transfer models.
 	$(PY) scripts/bench/bench_serve.py $(ARGS)
 
+bench-predict: venv ## Images/s and peak RSS of `train predict --output` (tutorial, fast, transfer; torch and ONNX) on 10,000+ real photos, against the bare model forward and `train serve`.
+	$(PY) scripts/bench/bench_predict.py $(ARGS)
+
 bench-precision: venv ## Time a fast-recipe training step in fp32 and in bf16 on this CPU (ARGS=--profile: where its time goes).
 	$(PY) scripts/bench/bench_precision.py $(ARGS)
 
 # --- image (docker/, entrypoint/, scripts/docker/) ------------------------------------------------------------------
-build: ## Build the image, tagged $(IMAGE):$(TAG) and $(IMAGE):latest.
-	scripts/docker/build.sh "$(IMAGE)" "$(TAG)"
+build: ## Build the image, tagged $(IMAGE):$(TAG) and $(IMAGE):latest (VARIANT=v2 or train: lean images, tagged -v2 / -train).
+	VARIANT=$(VARIANT) scripts/docker/build.sh "$(IMAGE)" "$(TAG)"
 
 base-image-offline: ## Make the python:3.11-slim-bookworm stand-in from Debian packages, where no registry answers.
 	scripts/docker/base_image_offline.sh
@@ -118,11 +124,17 @@ push-image: venv ## Push the image to the workspace registry and register it as 
 submit-aml: venv ## Submit the tutorial's run on cpu-cluster with the image (AML_SDK=v2: a command job); DRY_RUN=1: offline.
 	@$(PY) scripts/aml/submit.py --sdk $(AML_SDK) $(DRY) $(AML_ARGS)
 
-register-model: venv ## Register a finished SDK v2 job's model.pt (AML_ARGS="--job NAME"); DRY_RUN=1 writes build/aml/model.yml.
+register-model: venv ## Register a finished SDK v2 job's model.pt (AML_ARGS="--job NAME", or "--sweep NAME": its best trial); DRY_RUN=1 writes build/aml/model.yml.
 	@$(PY) scripts/aml/register_model.py $(DRY) $(AML_ARGS)
 
 deploy-aml: venv ## Serve a registered model (AML_ARGS="--model NAME:VERSION") from a managed online endpoint; DRY_RUN=1 writes build/aml/{endpoint,deployment}.yml.
 	@$(PY) scripts/aml/deploy.py $(DRY) $(AML_ARGS)
+
+score-aml: venv ## Score a folder of images with a registered model as an SDK v2 command job (AML_ARGS="--model NAME:VERSION --data PATH"); DRY_RUN=1 writes build/aml/score-job.yml.
+	@$(PY) scripts/aml/score_job.py $(DRY) $(AML_ARGS)
+
+deploy-batch-aml: venv ## Create a batch endpoint and a model deployment that scores folders with the image (AML_ARGS="--model NAME:VERSION"); DRY_RUN=1 writes build/aml/batch-{endpoint,deployment}.yml.
+	@$(PY) scripts/aml/deploy_batch.py $(DRY) $(AML_ARGS)
 
 sweep-aml: venv ## Sweep learning rate and momentum as an SDK v2 sweep job; DRY_RUN=1 writes build/aml/sweep.yml.
 	@$(PY) scripts/aml/sweep.py --sdk v2 $(DRY) $(AML_ARGS)

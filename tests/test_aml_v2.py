@@ -50,7 +50,8 @@ def test_submit_dry_run_writes_the_tutorials_command_job_that_load_job_reads(tmp
     assert job.type == "command"  # load_job gives the SDK's Command, what command() builds
     assert job.compute == "cpu-cluster"
     assert job.experiment_name == "day1-experiment-data"
-    assert job.environment.image == "offline-dry-run.azurecr.io/trainjob:abc1234"
+    assert job.environment == "trainjob:abc1234"  # push-image's environment; the loader drops the azureml: prefix
+    assert "environment: azureml:trainjob:abc1234" in path.read_text()
     data = job.inputs["data"]
     assert (data.type, data.mode) == ("uri_folder", "ro_mount")
     assert data.path == "azureml://datastores/workspaceblobstore/paths/datasets/cifar10/"
@@ -117,7 +118,7 @@ def test_sweep_dry_run_writes_a_sweep_over_learning_rate_and_momentum_that_load_
     assert job.outputs["checkpoints"].path.endswith("/${{name}}/")  # each trial its own folder
     assert "--learning_rate ${{search_space.learning_rate}}" in job.trial.command
     assert "--momentum ${{search_space.momentum}}" in job.trial.command
-    assert job.trial.environment.image == "offline-dry-run.azurecr.io/trainjob:abc1234"
+    assert job.trial.environment == "trainjob:abc1234"  # push-image's environment, as the single job's
 
 
 def test_bayesian_sweeps_drop_early_termination_and_concurrency_is_capped_by_the_cluster(tmp_path):
@@ -227,7 +228,9 @@ def test_push_image_dry_run_registers_the_image_as_an_environment_that_load_envi
     out = make_dry("push-image", f"--config {tmp_path / 'none.json'}", "TAG=abc1234")
     assert out.returncode == 0, out.stderr
     env = load_environment(ROOT / "build" / "aml" / "environment.yml")
-    assert (env.name, env.image) == ("trainjob", "offline-dry-run.azurecr.io/trainjob:abc1234")
+    assert (env.name, env.version, env.image) == ("trainjob", "abc1234", "offline-dry-run.azurecr.io/trainjob:abc1234")
+    routes = {k: (v["path"], v["port"]) for k, v in env.inference_config.items()}  # the REST form, camelCase
+    assert routes == {"livenessRoute": ("/", 5001), "readinessRoute": ("/", 5001), "scoringRoute": ("/score", 5001)}
     v1_only = make_dry("push-image", f"--config {tmp_path / 'none.json'} --workspace-build")
     assert v1_only.returncode == 2 and "v1 flags" in v1_only.stderr and "Traceback" not in v1_only.stderr
 
@@ -280,12 +283,17 @@ def test_deploy_dry_run_writes_an_endpoint_and_deployment_that_the_sdk_loaders_r
     assert out.returncode == 0, out.stderr
     assert out.stderr == "" and "nothing sent" in out.stdout
     endpoint = load_online_endpoint(ROOT / "build" / "aml" / "endpoint.yml")
-    assert (endpoint.name, endpoint.auth_mode) == ("trainjob", "key")
+    assert endpoint.name.startswith("trainjob-") and len(endpoint.name) == len("trainjob-") + 8  # unique per region
+    assert endpoint.auth_mode == "key"
     deployment = load_online_deployment(ROOT / "build" / "aml" / "deployment.yml")
-    assert (deployment.name, deployment.endpoint_name) == ("blue", "trainjob")
+    assert (deployment.name, deployment.endpoint_name) == ("blue", endpoint.name)
     assert deployment.model == "trainjob:3"  # the loader drops the azureml: prefix the YAML carries
     assert "model: azureml:trainjob:3" in (ROOT / "build" / "aml" / "deployment.yml").read_text()
-    assert deployment.environment.image == "offline-dry-run.azurecr.io/trainjob:abc1234"
+    assert deployment.environment == "trainjob:abc1234"  # push-image's, which carries the inference_config routes
+    assert deployment.readiness_probe.initial_delay and deployment.readiness_probe.failure_threshold
+    assert deployment.environment_variables == {"WORKER_COUNT": "1", "WORKER_TIMEOUT": "300",
+                                                "SCORING_TIMEOUT_MS": "30000"}
+    assert deployment.request_settings.request_timeout_ms == 30000
     assert deployment.code_configuration.scoring_script == "score.py"
     code = Path(deployment.code_configuration.code)
     assert code.resolve() == AML / "serving" and (code / "score.py").read_text().count("from trainjob.score import")
@@ -294,8 +302,122 @@ def test_deploy_dry_run_writes_an_endpoint_and_deployment_that_the_sdk_loaders_r
     assert "key" not in text.replace("auth_mode: key", "")  # no key or credential is written
 
 
+def test_an_inline_image_deployment_carries_the_routes_and_no_code_serves_the_images_own_script(tmp_path):
+    """--inline-environment (a workspace where push-image AML_SDK=v2 has not run): the image as an anonymous
+    environment with the custom-container routes; --no-code uploads nothing; the server settings are flags."""
+    from azure.ai.ml import load_online_deployment
+
+    out = make_dry("deploy-aml", f"--config {tmp_path / 'none.json'} --model trainjob:3 --tag abc1234 "
+                   "--inline-environment --no-code --workers 2 --request-timeout 60 --worker-timeout 120")
+    assert out.returncode == 0, out.stderr
+    deployment = load_online_deployment(ROOT / "build" / "aml" / "deployment.yml")
+    env = deployment.environment
+    assert env.image == "offline-dry-run.azurecr.io/trainjob:abc1234"
+    assert {k: (v["path"], v["port"]) for k, v in env.inference_config.items()} == {
+        "livenessRoute": ("/", 5001), "readinessRoute": ("/", 5001), "scoringRoute": ("/score", 5001)}
+    assert deployment.code_configuration is None
+    assert deployment.environment_variables == {"WORKER_COUNT": "2", "WORKER_TIMEOUT": "120",
+                                                "SCORING_TIMEOUT_MS": "60000"}
+    assert (deployment.request_settings.request_timeout_ms,
+            deployment.request_settings.max_concurrent_requests_per_instance) == (60000, 2)
+
+
+def test_default_endpoint_name_is_the_workspaces_own_and_the_same_on_every_run(aml, tmp_path):
+    import json
+
+    import deploy
+
+    def name(config, *flags):
+        return deploy.endpoint_name(deploy.build_parser().parse_args(["--model", "m:1", "--config", str(config),
+                                                                        *flags]))
+
+    configs = []
+    for n, ws in enumerate(("ws-one", "ws-two")):
+        configs.append(tmp_path / f"config{n}.json")
+        configs[-1].write_text(json.dumps({"subscription_id": "s", "resource_group": "rg", "workspace_name": ws}))
+    assert name(configs[0]) == name(configs[0]) != name(configs[1])
+    assert name(configs[0]).startswith("trainjob-") and name(configs[0], "--endpoint", "mine") == "mine"
+
+
+def test_a_missing_registered_environment_is_one_line_naming_push_image(v2, aml, tmp_path):
+    """Stand-in for the service: a client whose environments.get() raises azure-core's own not-found error."""
+    import push_image
+    import submit
+    from azure.core.exceptions import ResourceNotFoundError
+
+    def get(name, version):
+        raise ResourceNotFoundError(f"environment {name}:{version} not found")
+
+    client = SimpleNamespace(environments=SimpleNamespace(get=get))
+    args = submit.build_parser().parse_args(["--sdk", "v2", "--tag", "abc1234"])
+    with pytest.raises(aml.common.AmlError, match=r"run `make push-image AML_SDK=v2 TAG=abc1234`"):
+        push_image.v2_environment(args, client)
+    inline = submit.build_parser().parse_args(["--sdk", "v2", "--tag", "t1", "--inline-environment"])
+    assert push_image.v2_environment(inline) == "offline-dry-run.azurecr.io/trainjob:t1"
+    assert push_image.v2_environment(submit.build_parser().parse_args(["--image-uri", "r.io/x:1"])) == "r.io/x:1"
+
+
 @pytest.mark.parametrize("flags, phrase", [("--model trainjob", "is not NAME:VERSION"),
-                                           ("--model trainjob:1 --endpoint 9x", "is not an endpoint name")])
+                                           ("--model trainjob:1 --endpoint 9x", "is not an endpoint name"),
+                                           ("--model trainjob:1 --request-timeout 181", "1 to 180"),
+                                           ("--model trainjob:1 --worker-timeout 30", "must be above"),
+                                           ("--model trainjob:1 --workers 0", "--workers must be at least 1")])
 def test_deploy_refuses_bad_names_with_one_line(tmp_path, flags, phrase):
     out = make_dry("deploy-aml", f"--config {tmp_path / 'none.json'} {flags}")
     assert out.returncode == 2 and phrase in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_registered_mltable_asset_is_the_data_and_its_datastore_the_image_root(tmp_path):
+    """make submit-aml AML_SDK=v2 AML_ARGS="--data azureml:NAME:VERSION": the MLTable (or JSON Lines file) is the
+    trainer's --data_path, and the datastore its azureml:// URLs name is mounted as its --image_root."""
+    from azure.ai.ml import load_job
+
+    out = make("submit-aml", tmp_path, "--data", "azureml:pets-labelled:3", "--image-datastore", "labelling")
+    assert out.returncode == 0, out.stderr
+    assert "data azureml:pets-labelled:3 (mltable, ro_mount) (type assumed" in out.stdout
+    job = load_job(ROOT / "build" / "aml" / "job.yml")
+    data, images = job.inputs["data"], job.inputs["images"]
+    assert (data.type, data.path, data.mode) == ("mltable", "pets-labelled:3", "ro_mount")
+    assert "path: azureml:pets-labelled:3" in (ROOT / "build" / "aml" / "job.yml").read_text()  # the loader drops it
+    assert (images.type, images.path, images.mode) == ("uri_folder", "azureml://datastores/labelling/paths/",
+                                                       "ro_mount")
+    words = job.command.split()
+    assert words[words.index("--data_path") + 1] == "${{inputs.data}}"
+    assert words[words.index("--image_root") + 1] == "${{inputs.images}}"
+
+
+def test_a_uri_file_manifest_downloads_but_the_images_stay_mounted_and_each_asset_has_its_checkpoints(v2):
+    import submit
+
+    def job(*argv):
+        return v2.command_job(submit.build_parser().parse_args(["--sdk", "v2", *argv]), "r.azurecr.io/trainjob:t")
+
+    manifest = job("--data", "azureml:labels-jsonl:1", "--data-type", "uri_file", "--mode", "download")
+    assert (manifest.inputs["data"].type, manifest.inputs["data"].mode) == ("uri_file", "download")
+    assert manifest.inputs["images"].mode == "ro_mount", "a download would copy the whole datastore"
+    assert manifest.inputs["images"].path == "azureml://datastores/workspaceblobstore/paths/"
+    folders = job("--data", "azureml:pets-folders@latest", "--data-type", "uri_folder")
+    assert "images" not in folders.inputs and "--image_root" not in folders.command
+    keys = {j.tags["trainjob.run_key"] for j in (manifest, folders, job(), job("--data", "azureml:labels-jsonl:2",
+                                                                             "--data-type", "uri_file"))}
+    assert len(keys) == 4, "another asset (or version) trains into another checkpoint folder"
+    with pytest.raises(Exception, match="is not a registered data asset: expected azureml:NAME:VERSION"):
+        job("--data", "pets.jsonl")
+
+
+def test_the_asset_type_comes_from_the_workspace_and_v1_refuses_data(v2, aml, capsys):
+    """Stand-in for the service: a client whose data.get() returns an asset of a given type."""
+    import common
+
+    seen = []
+
+    def get(name, version=None, label=None):
+        seen.append((name, version, label))
+        return SimpleNamespace(type="uri_file")
+
+    client = SimpleNamespace(data=SimpleNamespace(get=get))
+    assert v2.asset_type(client, "azureml:labels:4") == v2.asset_type(client, "azureml:labels@latest") == "uri_file"
+    assert seen == [("labels", "4", None), ("labels", None, "latest")]
+    assert common.run_main(aml.submit.main, ["--data", "azureml:labels:4", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --data (a registered data asset) needs the SDK v2") and len(err.splitlines()) == 1

@@ -37,9 +37,17 @@ def build_parser():
     p.add_argument("--compute", default=common.COMPUTE_NAME, help="compute target (make compute)")
     p.add_argument("--experiment", default=common.EXPERIMENT, help="experiment name")
     p.add_argument("--environment", default=common.ENVIRONMENT, help="registered environment (make push-image)")
-    p.add_argument("--environment-version", help="environment version (default: the latest)")
+    p.add_argument("--environment-version", help="environment version (v1 default: the latest; v2 default: --tag, "
+                   "the version `make push-image AML_SDK=v2` registers the image under)")
     p.add_argument("--datastore", help="datastore holding the data (default: the workspace's default)")
     p.add_argument("--data-path", default=common.DATASTORE_PATH, help="folder on the datastore (make upload-data)")
+    p.add_argument("--data", metavar="azureml:NAME:VERSION",
+                   help="v2: a registered data asset instead of --data-path: an MLTable, or a uri_file manifest "
+                   "(Azure ML's image-classification JSON Lines, or a CSV)")
+    p.add_argument("--data-type", choices=["mltable", "uri_file", "uri_folder"],
+                   help="v2: the --data asset's type (default: the workspace says; a dry run assumes mltable)")
+    p.add_argument("--image-datastore", help="v2: the datastore a manifest's azureml:// URLs point to, mounted "
+                   "and passed as the trainer's --image_root (default: --datastore, else the workspace's default)")
     p.add_argument("--mode", default="mount", choices=["mount", "download"],
                    help="mount: read on demand (FUSE in the image); download: copy to the node's disk first")
     p.add_argument("--learning-rate", default="0.003", help="the trainer's --learning_rate (the tutorial's value)")
@@ -49,7 +57,9 @@ def build_parser():
     p.add_argument("--run-key", help="names the checkpoint folder <datastore>/trainjob-checkpoints/<experiment>/"
                    "<run key>/ (default: a hash of the data path and trainer settings, so the same command "
                    "resumes)")
-    p.add_argument("--image-uri", help="v2: the image the job runs (default: <workspace registry>/--image:--tag)")
+    p.add_argument("--image-uri", help="v2: run this image as an anonymous environment, not the registered one")
+    p.add_argument("--inline-environment", action="store_true", help="v2: run --registry/--image:--tag as an "
+                   "anonymous environment, not the registered azureml:--environment:VERSION")
     p.add_argument("--dry-run", action="store_true",
                    help="build every SDK object offline: v1 prints the run configuration as JSON, v2 writes "
                    "build/aml/job.yml")
@@ -210,6 +220,9 @@ def main(argv=None) -> None:
     if args.sdk == "v2":
         submit_v2(args)
         return
+    if args.data:
+        raise common.AmlError("--data (a registered data asset) needs the SDK v2 command job: add AML_SDK=v2 "
+                              "(--sdk v2), or upload a folder and pass --data-path")
     if args.dry_run:
         v1.import_sdk()
         print(json.dumps(dry_run(args), indent=2))
@@ -230,28 +243,28 @@ def main(argv=None) -> None:
 
 
 def v2_image(args, client=None) -> str:
-    """--image-uri, or the image as push-image puts it in the workspace's registry (offline: a labelled one)."""
-    if args.image_uri:
-        return args.image_uri
-    tag = args.tag or common.git_sha() or "dev"
-    if client is None:
-        return f"{args.registry}/{args.image}:{tag}"
-    registry_id = client.workspaces.get(client.workspace_name).container_registry or ""
-    if not registry_id:
-        raise common.AmlError("the workspace has no container registry yet: run `make push-image` "
-                              "(or pass --image-uri)")
-    return f"{registry_id.rstrip('/').split('/')[-1]}.azurecr.io/{args.image}:{tag}"
+    """The v2 job's environment: azureml:NAME:VERSION as push-image registers it, or an image (push_image.py)."""
+    import push_image
+
+    return push_image.v2_environment(args, client)
 
 
 def submit_v2(args) -> None:
     if args.dry_run:
         job = v2.command_job(args, v2_image(args))
         path = v2.write_yaml(job, "job.yml")
-        print(f"wrote {path} (offline, nothing sent): command job on {args.compute}, image {job.environment.image}, "
-              f"data {job.inputs['data'].path} ({job.inputs['data'].mode}), checkpoints "
-              f"{job.outputs['checkpoints'].path}; submit it with `az ml job create --file {path}`")
+        data, images = job.inputs["data"], job.inputs.get("images")
+        mapped = f", images {images.path} as --image_root" if images is not None else ""
+        assumed = " (type assumed: pass --data-type if it is not)" if args.data and not args.data_type else ""
+        import push_image
+
+        print(f"wrote {path} (offline, nothing sent): command job on {args.compute}, "
+              f"{push_image.describe(job.environment)}, data {data.path} ({data.type}, {data.mode}){assumed}{mapped}, "
+              f"checkpoints {job.outputs['checkpoints'].path}; submit it with `az ml job create --file {path}`")
         return
     client = v2.ml_client(args)
+    if args.data and not args.data_type:
+        args.data_type = v2.asset_type(client, args.data)
     job = client.jobs.create_or_update(v2.command_job(args, v2_image(args, client)))
     print(f"submitted job {job.name} (experiment {args.experiment}); checkpoints: {job.outputs['checkpoints'].path}")
     print(f"Studio: {job.studio_url}", flush=True)

@@ -7,7 +7,10 @@ what `az ml job create --file` takes and what the SDK sends. Nothing here runs i
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +21,7 @@ BUILD_DIR = Path("build/aml")
 TRAIN = ("train --data_path ${{inputs.data}} --learning_rate ${{inputs.learning_rate}} "
          "--momentum ${{inputs.momentum}} --checkpoint_dir ${{outputs.checkpoints}} --output_dir ./outputs "
          "--tracking mlflow")
+ASSET = re.compile(r"azureml:[A-Za-z0-9][A-Za-z0-9_.-]*(:[A-Za-z0-9_.-]+|@latest)")  # a registered data asset
 
 
 def import_sdk():
@@ -38,45 +42,127 @@ def datastore_uri(datastore: str, path: str) -> str:
     return f"azureml://datastores/{datastore}/paths/{path.strip('/')}/"
 
 
-def command_job(args, image: str, *, sweep_trial: bool = False):
-    """The tutorial's run as an azure.ai.ml command job."""
+def data_inputs(args) -> tuple[dict, str]:
+    """The job's data inputs and the trainer flags beyond --data_path that read them: a folder on the datastore
+    (--data-path), or a registered asset (--data azureml:NAME:VERSION): an MLTable or a uri_file manifest, with the
+    datastore its azureml:// URLs point to mounted as --image_root."""
+    from azure.ai.ml import Input
+
+    datastore = args.datastore or common.DEFAULT_DATASTORE
+    mode = "ro_mount" if args.mode == "mount" else "download"
+    asset = getattr(args, "data", None)
+    if not asset:
+        return {"data": Input(type="uri_folder", path=datastore_uri(datastore, args.data_path), mode=mode)}, ""
+    if not ASSET.fullmatch(asset):
+        raise common.AmlError(f"--data {asset!r} is not a registered data asset: expected azureml:NAME:VERSION "
+                              "(or azureml:NAME@latest), as `az ml data list` names them")
+    kind = getattr(args, "data_type", None) or "mltable"
+    inputs = {"data": Input(type=kind, path=asset, mode=mode)}
+    if kind == "uri_folder":  # class folders or CIFAR: nothing to map
+        return inputs, ""
+    images = getattr(args, "image_datastore", None) or datastore
+    # Always a mount: --mode download would copy the whole datastore, not just the images the manifest names.
+    inputs["images"] = Input(type="uri_folder", path=f"azureml://datastores/{images}/paths/", mode="ro_mount")
+    return inputs, " --image_root ${{inputs.images}}"
+
+
+def asset_type(client, asset: str) -> str:
+    """The registered type of azureml:NAME:VERSION (or NAME@latest): mltable, uri_file or uri_folder."""
+    name, _, version = asset.removeprefix("azureml:").replace("@", ":@").partition(":")
+    found = client.data.get(name=name, label="latest") if version == "@latest" else \
+        client.data.get(name=name, version=version)
+    if found.type not in ("mltable", "uri_file", "uri_folder"):
+        raise common.AmlError(f"data asset {asset} is a {found.type}: expected an MLTable, a uri_file manifest or "
+                              "a uri_folder")
+    return found.type
+
+
+def run_key(args) -> str:
+    """common.run_key with the --data asset in it: two assets never share a checkpoint folder."""
+    key = common.run_key(args)
+    if args.run_key or not getattr(args, "data", None):
+        return key
+    what = "\0".join([key, args.data, args.data_type or "", args.image_datastore or ""])
+    return hashlib.sha256(what.encode()).hexdigest()[:12]
+
+
+def command_job(args, image: str, *, sweep_trial: bool = False, rate: str = "learning_rate"):
+    """The tutorial's run as an azure.ai.ml command job. rate: the input that carries the learning rate,
+    learning_rate or log10_learning_rate (the trainer's flags of the same names)."""
     if args.node_count < 1:
         raise common.AmlError(f"--node-count must be at least 1, got {args.node_count}")
     import_sdk()
-    from azure.ai.ml import Input, Output, PyTorchDistribution, command
+    from azure.ai.ml import Output, PyTorchDistribution, command
     from azure.ai.ml.entities import Environment
 
     datastore = args.datastore or common.DEFAULT_DATASTORE
-    checkpoints = common.checkpoint_path(args)
+    key = run_key(args)
+    checkpoints = common.checkpoint_path(args, key)
     if sweep_trial:
         checkpoints += "/${{name}}"
     extras = " ".join(_quote(a) for a in args.train_args)
+    data, reading = data_inputs(args)
     node = command(
-        command=TRAIN + (f" {extras}" if extras else ""),
-        environment=Environment(image=image, description="trainjob: the image as built by make build"),
+        command=_train_command(rate, sweep_trial) + reading + (f" {extras}" if extras else ""),
+        # azureml:NAME:VERSION: the environment push-image registers (submit.v2_image); else an image, anonymously.
+        environment=image if image.startswith("azureml:") else Environment(
+            image=image, description="trainjob: the image as built by make build"),
         compute=args.compute,
         experiment_name=args.experiment,
         display_name=f"trainjob {args.experiment}",
         inputs={
-            "data": Input(type="uri_folder", path=datastore_uri(datastore, args.data_path),
-                          mode="ro_mount" if args.mode == "mount" else "download"),
-            "learning_rate": float(args.learning_rate),
+            **data,
+            rate: float(args.learning_rate) if rate == "learning_rate" else math.log10(float(args.learning_rate)),
             "momentum": float(args.momentum),
         },
         outputs={common.CHECKPOINT_OUTPUT: Output(type="uri_folder", path=datastore_uri(datastore, checkpoints),
                                        mode="rw_mount")},
         instance_count=args.node_count,
         distribution=PyTorchDistribution(process_count_per_instance=1) if args.node_count > 1 else None,
-        tags={"trainjob.run_key": common.run_key(args)},
+        tags={"trainjob.run_key": key},
     )
     return node if sweep_trial else node._to_job()  # a job, not a pipeline step: what `az ml job create` takes
 
 
-def sweep_job(args, image: str):
-    """A sweep over --learning_rate (log-uniform) and --momentum, maximising the trainer's MLflow test_accuracy."""
-    import math
+def _train_command(rate: str, sweep_trial: bool) -> str:
+    """TRAIN with the learning rate as `rate`. A sweep trial checkpoints into a subfolder named by its sampled
+    values: Azure ML documents ${{name}} as "the job name", not whether a sweep's output resolves it per trial, so
+    trials could otherwise share (and resume) one folder; the same trial restarted gets the same values, so resumes."""
+    command = TRAIN.replace("--learning_rate ${{inputs.learning_rate}}", f"--{rate} ${{{{inputs.{rate}}}}}")
+    if sweep_trial:  # the SDK turns ${{inputs.X}} into ${{search_space.X}} for each searched X (Sweep._to_job)
+        folder = "-".join(f"{name}_${{{{inputs.{name}}}}}" for name in (rate, "momentum"))
+        command = command.replace("${{outputs.checkpoints}}", "${{outputs.checkpoints}}/" + folder)
+    return command
 
-    from azure.ai.ml.sweep import BanditPolicy, LogUniform, Uniform
+
+# The distributions each sampling method accepts (Azure ML's hyperparameter tuning documentation): grid only
+# choice, Bayesian choice, uniform and quniform; random all of them.
+SAMPLING_TAKES = {"grid": ("choice",), "bayesian": ("choice", "uniform", "quniform"), "random": None}
+
+
+def search_space(args) -> dict:
+    """The searched inputs, each a distribution --sampling accepts. random: the learning rate log-uniform;
+    bayesian: its log10 uniform, passed as --log10_learning_rate; grid: --grid-points values of each, the learning
+    rates evenly spaced on a log scale."""
+    from azure.ai.ml.sweep import Choice, LogUniform, Uniform
+
+    lo, hi, m_lo, m_hi = args.lr_min, args.lr_max, args.momentum_min, args.momentum_max
+    if args.sampling == "grid":
+        steps = [i / (args.grid_points - 1) for i in range(args.grid_points)]
+        return {"learning_rate": Choice(values=[float(f"{lo * (hi / lo) ** t:.3g}") for t in steps]),
+                "momentum": Choice(values=[round(m_lo + (m_hi - m_lo) * t, 4) for t in steps])}
+    momentum = Uniform(min_value=m_lo, max_value=m_hi)
+    if args.sampling == "bayesian":
+        return {"log10_learning_rate": Uniform(min_value=math.log10(lo), max_value=math.log10(hi)),
+                "momentum": momentum}
+    # LogUniform takes natural-log bounds: the sampled value is exp(uniform(min, max)).
+    return {"learning_rate": LogUniform(min_value=math.log(lo), max_value=math.log(hi)), "momentum": momentum}
+
+
+def sweep_job(args, image: str):
+    """The sweep over the learning rate and --momentum, maximising the trainer's MLflow test_accuracy: the SweepJob
+    that jobs.create_or_update sends (it turns a sweep node into one the same way, Sweep._to_job)."""
+    from azure.ai.ml.sweep import BanditPolicy
 
     if not 0 < args.lr_min < args.lr_max:
         raise common.AmlError(f"need 0 < --lr-min < --lr-max, got {args.lr_min} and {args.lr_max}")
@@ -86,10 +172,11 @@ def sweep_job(args, image: str):
     if not 1 <= args.max_concurrent <= args.max_nodes:
         raise common.AmlError(f"--max-concurrent {args.max_concurrent} must be 1 to --max-nodes {args.max_nodes}: "
                               "more trials at once than the cluster has nodes only queue")
-    trial = command_job(args, image, sweep_trial=True)
-    # LogUniform takes natural-log bounds: the sampled value is exp(uniform(min, max)).
-    space = {"learning_rate": LogUniform(min_value=math.log(args.lr_min), max_value=math.log(args.lr_max)),
-             "momentum": Uniform(min_value=args.momentum_min, max_value=args.momentum_max)}
+    if args.sampling == "grid" and args.grid_points < 2:
+        raise common.AmlError(f"--grid-points must be at least 2, got {args.grid_points}")
+    space = search_space(args)
+    rate = "log10_learning_rate" if "log10_learning_rate" in space else "learning_rate"
+    trial = command_job(args, image, sweep_trial=True, rate=rate)
     # Azure ML's Bayesian sampling supports no early termination policy.
     policy = None if args.sampling == "bayesian" else BanditPolicy(slack_factor=args.bandit_slack,
                                                                    evaluation_interval=1, delay_evaluation=1)
@@ -99,7 +186,8 @@ def sweep_job(args, image: str):
                      timeout=args.timeout_minutes * 60)
     sweep.experiment_name = args.experiment
     sweep.display_name = f"trainjob sweep {args.experiment}"
-    return sweep
+    sweep.tags = {**trial.tags, "trainjob.sampling": args.sampling}
+    return sweep._to_job()
 
 
 def _quote(arg: str) -> str:
@@ -123,20 +211,16 @@ def write_yaml(job, name: str) -> Path:
 
 
 def write_sweep_yaml(sweep, name: str = "sweep.yml") -> Path:
-    """The sweep in the YAML form `az ml job create --file` and load_job() take. The SDK dumps a sweep's trial as
-    an anonymous component (name, version, inputs, outputs), which its own sweep schema refuses to load back
-    (azure-ai-ml 1.35.2); the documented form keeps the trial's command, image and resources, and the command
-    reads the searched values as ${{search_space.NAME}}."""
+    """The SweepJob in the YAML `az ml job create --file` and load_job() take: everything submit sends (experiment,
+    display name, tags, search space, limits). A registered environment stays azureml:NAME:VERSION; an inline one
+    keeps the documented `image:` form rather than the SDK's anonymous environment name and content hash."""
     import yaml
 
     path = write_yaml(sweep, name)
     spec = yaml.safe_load(path.read_text())
-    trial = spec["trial"]
-    command = trial["command"]
-    for searched in spec["search_space"]:
-        command = command.replace(f"${{{{inputs.{searched}}}}}", f"${{{{search_space.{searched}}}}}")
-    spec["trial"] = {"command": command, "environment": {"image": trial["environment"]["image"]},
-                     **{k: trial[k] for k in ("resources", "distribution", "environment_variables") if k in trial}}
+    environment = spec["trial"]["environment"]
+    if isinstance(environment, dict):
+        spec["trial"]["environment"] = {"image": environment["image"]}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 

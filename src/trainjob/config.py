@@ -42,7 +42,12 @@ class Config:
     # --- data ---
     data_path: str | None = setting(
         None, DATA, "dataset folder: cifar-10-batches-py/, cifar-10-python.tar.gz, train/<class>/ + test/<class>/, "
-        f"or <class>/ (env {contract.ENV_DATA_PATH})", env=contract.ENV_DATA_PATH, compared=False)
+        f"<class>/; or a manifest: a .csv, a .jsonl, an MLTable folder (env {contract.ENV_DATA_PATH})",
+        env=contract.ENV_DATA_PATH, compared=False)
+    columns: str | None = setting(None, DATA, "a manifest's image and label columns (JSON Lines: keys), IMAGE,LABEL "
+                                  "(default: path/image/file/filename/image_url and label/class)", compared=False)
+    image_root: str | None = setting(None, DATA, "the folder a manifest's azureml:// and blob URLs map to: where the "
+                                     "datastore is mounted", compared=False)
     demo: bool = setting(False, DATA, "train on generated, learnable data (no dataset needed)")
     val_fraction: float = setting(0.1, DATA, "held-out share of a single <class>/* tree")
     cache_dir: str | None = setting(
@@ -54,6 +59,8 @@ class Config:
     model: str | None = setting(None, RECIPE, "architecture (default: the one the recipe trains)")
     learning_rate: float | None = setting(
         None, RECIPE, "learning rate: SGD's; the fast recipe's Muon step for its conv filters", from_recipe=True)
+    log10_learning_rate: float | None = setting(None, RECIPE, "the learning rate's base-10 logarithm (-2.5 = 0.00316) "
+        "instead of --learning_rate, for sweeps (Azure ML's Bayesian sampling has no log-uniform)", compared=False)
     momentum: float | None = setting(None, RECIPE, "momentum: SGD's; the fast recipe's Muon momentum",
                                      from_recipe=True)
     epochs: int | None = setting(None, RECIPE, "passes over the training set", from_recipe=True)
@@ -76,9 +83,8 @@ class Config:
         None, RECIPE, "the sha256 the weights file must have (default: the published one)", only="transfer",
         refusal=_TRANSFER_ONLY)
     seed: int = setting(0, RECIPE, "random seed, 0 to 2**32 - 1: same seed on CPU, same result")
-    precision: str = setting("auto", RECIPE, "arithmetic: bf16 autocast for the recipes that have it (auto: where "
-                             "the CPU has native bf16); the tutorial recipe is fp32 only", choices=("auto", "fp32",
-                                                                                                   "bf16"))
+    precision: str = setting("auto", RECIPE, "arithmetic: bf16 autocast for the recipes that have it (auto: where the "
+                             "CPU has native bf16); the tutorial recipe is fp32 only", choices=("auto", "fp32", "bf16"))
     # --- run ---
     output_dir: str = setting(
         contract.DEFAULT_OUTPUT_DIR, RUN, f"where results go (env {contract.ENV_OUTPUT_DIR}; default "
@@ -171,9 +177,19 @@ def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] | None 
     for name, s in SETTINGS.items():
         if s.env and not getattr(cfg, name):  # an empty flag, as an unset one, takes the variable
             setattr(cfg, name, environ.get(s.env) or Config.__dataclass_fields__[name].default)
+    _learning_rate_from_log(cfg)
     apply_recipe_defaults(cfg)
     validate(cfg)
     return cfg
+
+
+def _learning_rate_from_log(cfg: Config) -> None:
+    if cfg.log10_learning_rate is None:
+        return
+    if cfg.learning_rate is not None:
+        raise UserError("--learning_rate and --log10_learning_rate give the same setting: pass one of them")
+    _need(-10 <= cfg.log10_learning_rate <= 1, "--log10_learning_rate", "between -10 and 1", cfg.log10_learning_rate)
+    cfg.learning_rate = 10.0 ** cfg.log10_learning_rate
 
 
 def _parse(parser: argparse.ArgumentParser, argv):
@@ -228,6 +244,8 @@ def _check_numbers(cfg: Config) -> None:
     _need(cfg.width is None or 4 <= cfg.width <= 512, "--width", "between 4 and 512", cfg.width)
     _need(finite(cfg.val_fraction) and 0 < cfg.val_fraction < 1, "--val_fraction", "between 0 and 1 (exclusive)",
           cfg.val_fraction)
+    _need(cfg.columns is None or [bool(c.strip()) for c in cfg.columns.split(",")] == [True, True], "--columns",
+          "two names, IMAGE,LABEL", cfg.columns)
     _need(cfg.log_interval >= 1, "--log_interval", "at least 1", cfg.log_interval)
     _need(cfg.num_threads >= 0, "--num_threads", "0 (auto) or more", cfg.num_threads)
     _need(finite(cfg.checkpoint_interval) and cfg.checkpoint_interval >= 0, "--checkpoint_interval",
