@@ -172,3 +172,29 @@ def test_bad_input_is_one_line_exit_2_and_nothing_is_overwritten(case, model, ph
     result = run_train("predict", model, *args, "--output", out)
     assert_user_error(result, phrase)
     assert (out.read_bytes() if out.exists() else None) == before
+
+
+def test_a_transfer_model_scores_in_onnxruntime_exported_once_into_the_cache(trained_models, tmp_path):
+    """auto: onnxruntime for transfer models (measured twice PyTorch's speed), the export kept in the cache folder and
+    reused; the same classes as PyTorch in the same arithmetic (fp32); without a cache, PyTorch."""
+    model, data, cache = trained_models["transfer"], trained_models["data"], tmp_path / "cache"
+    env = cli_env(TRAINJOB_CACHE_DIR=str(cache))
+
+    def predict(name: str, *flags, environment=env):
+        result = run_train("predict", model, data, "--output", tmp_path / name, *flags, env=environment)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout, {r["path"]: r["class_1"] for r in csv_rows(tmp_path / name)}
+
+    first, exported = predict("first.csv")
+    assert first.startswith("exporting") and "onnxruntime, fp32, exported from" in first.splitlines()[-1]
+    assert len(list(cache.glob("model-*.onnx"))) == 1
+    again, _ = predict("again.csv")
+    assert not again.startswith("exporting") and "onnxruntime" in again.splitlines()[-1]
+    torch_out, in_torch = predict("torch.csv", "--engine", "torch", "--precision", "fp32")
+    assert "torch, fp32" in torch_out.splitlines()[-1] and in_torch == exported and len(exported) == 48
+    no_cache, _ = predict("no-cache.csv", environment=cli_env())  # TRAINJOB_CACHE_DIR=off
+    assert no_cache.count("\n") == 1 and "images/s; torch, " in no_cache.splitlines()[-1]
+    tutorial = run_train("predict", trained_models["tutorial"], data, "--output", tmp_path / "t.csv", env=env)
+    assert tutorial.returncode == 0 and "images/s; torch, fp32)" in tutorial.stdout.splitlines()[-1]
+    assert_user_error(run_train("predict", model, data, "--engine", "onnxruntime", "--output", tmp_path / "x.csv"),
+                      "writable cache folder")

@@ -68,6 +68,13 @@ def export(model_path: str, output: Path) -> dict:
     except ImportError as e:
         raise UserError(f"export needs {e.name}, which is not installed: pip install 'trainjob[serve]' "
                         "(the image has it)") from None
+    wrapped = write_onnx(model, saved, model_path, output)
+    return {"output": str(output), "bytes": output.stat().st_size,
+            "max_abs_difference": check(output, wrapped, int(saved["image_size"]))}
+
+
+def write_onnx(model: nn.Module, saved: dict, model_path: str, output: Path) -> nn.Module:
+    """Export the loaded model to output (written whole or not at all); the wrapped module that was exported."""
     size = int(saved["image_size"])
     norm = saved["normalization"]
     wrapped = RawImageClassifier(model, norm["mean"], norm["std"], tta_level(saved)).eval()
@@ -80,7 +87,7 @@ def export(model_path: str, output: Path) -> dict:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot export {model_path} to ONNX ({type(e).__name__}: {first[:300]})") from None
     program.model.metadata_props.update(metadata(saved))
-    partial = output.with_name(f".{output.name}.partial")
+    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")  # two writers of one file never collide
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         program.save(str(partial), external_data=False)  # weights inside: one file to copy around
@@ -89,8 +96,7 @@ def export(model_path: str, output: Path) -> dict:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
         raise UserError(f"cannot write {output} ({e.strerror or e}): pass --output in a writable folder") from None
-    return {"output": str(output), "bytes": output.stat().st_size,
-            "max_abs_difference": check(output, wrapped, size)}
+    return wrapped
 
 
 def check(path: Path, wrapped: nn.Module, size: int) -> float:

@@ -116,9 +116,12 @@ def ranked(probs: torch.Tensor, classes: list[str], top: int) -> list[list[tuple
 class Classifier:
     """classes, image_size and probabilities(uint8 batch) of a model.pt (torch) or a model.onnx (onnxruntime)."""
 
+    exported_from: str | None = None  # the model.pt an ONNX file was exported from (onnx_cache), for the log
+
     def __init__(self, path: str, precision: str = "auto"):
         path = model_in(path)
         self.path = path
+        self.precision_asked = precision != "auto"
         if Path(path).suffix.lower() == ".onnx":
             self.backend, self.precision = "onnxruntime", "fp32"
             self._session, meta = _onnx_session(path)
@@ -139,7 +142,8 @@ class Classifier:
         return torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(1)
 
     def describe(self) -> str:
-        return f"{self.backend}, {self.precision}"
+        exported = f", exported from {self.exported_from}" if self.exported_from else ""
+        return f"{self.backend}, {self.precision}{exported}"
 
 
 def _precision(requested: str, recipe: str) -> str:
@@ -159,7 +163,13 @@ def _onnx_session(path: str):
         raise UserError("scoring a .onnx file needs onnxruntime: pip install 'trainjob[serve]' (the image has it), "
                         "or pass the model.pt") from None
     try:
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        from trainjob.runtime import cpu_quota
+
+        options = ort.SessionOptions()
+        # Its default is every core of the host; in a container with a CPU quota that oversubscribes (as torch would).
+        options.intra_op_num_threads = cpu_quota()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         meta = session.get_modelmeta().custom_metadata_map
         json.loads(meta["classes"]), int(meta["image_size"])
     except (KeyError, ValueError) as e:

@@ -13,11 +13,13 @@ import csv
 import io
 import os
 
+from trainjob import contract
 from trainjob.batch.inputs import Inputs, row_path
 from trainjob.batch.predictions import Row, header
 from trainjob.batch.stream import CHUNK, score_files, top_classes
 from trainjob.errors import UserError
 from trainjob.inference import Classifier
+from trainjob.onnx_cache import choose_engine
 
 MODEL_DIR = "AZUREML_MODEL_DIR"  # where Azure ML mounts the deployment's registered model
 TOP = 3  # classes per file: train predict's default --top
@@ -38,8 +40,9 @@ def init() -> None:
     if not root:
         raise UserError(f"{MODEL_DIR} is not set: this is the scoring script of an Azure ML batch deployment, "
                         "which sets it to the registered model's folder (locally, use train predict)")
-    _classifier = Classifier(root, "auto")
     torch.set_num_threads(cpu_quota())
+    # As train predict scores by default: onnxruntime for transfer models, exported once per node into the cache.
+    _classifier = choose_engine(Classifier(root, "auto"), "auto", os.environ.get(contract.ENV_CACHE_DIR), print)
     print(f"trainjob batch scoring: {_classifier.path} ({_classifier.describe()}), {len(_classifier.classes)} "
           f"classes; columns {','.join(COLUMNS)}", flush=True)
 
