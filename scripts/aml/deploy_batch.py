@@ -36,7 +36,7 @@ def build_parser():
     p.add_argument("--deployment", default="trainjob", help="deployment name (made the endpoint's default)")
     p.add_argument("--compute", default=common.COMPUTE_NAME, help="compute cluster that runs the scoring jobs")
     p.add_argument("--instance-count", type=int, default=1, help="nodes per scoring job")
-    p.add_argument("--mini-batch-size", type=int, default=128, help="files per run() call (4 of train predict's "
+    p.add_argument("--mini-batch-size", type=int, default=128, help="files per run() call (8 of train predict's "
                    "chunks)")
     p.add_argument("--max-retries", type=int, default=3, help="retries of a mini-batch that failed or timed out")
     p.add_argument("--timeout", type=int, default=300, help="seconds one mini-batch may take")

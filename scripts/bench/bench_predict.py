@@ -34,6 +34,7 @@ from bench.bench_fast import finish, train_command, uptime  # noqa: E402
 from bench.bench_transfer import timed_run  # noqa: E402
 from bench.predict_forward import host_facts  # noqa: E402
 from bench.shared_data import CACHE, photos20  # noqa: E402
+from trainjob.batch.stream import CHUNK  # noqa: E402 - predict's default chunk
 from trainjob.onnx_cache import FASTER_IN_ONNXRUNTIME  # noqa: E402 - the choice --engine auto makes
 
 RECIPES = ("tutorial", "fast", "transfer")
@@ -196,7 +197,8 @@ def main() -> None:
                    "(default: train into the work folder)")
     p.add_argument("--resize", type=int, metavar="PX", help="score the photos fitted within PX x PX (e.g. 320) "
                    "instead of their own sizes (100-3,300 px)")
-    p.add_argument("--chunk", type=int, default=32, help="predict's --chunk (and the bare forward's)")
+    p.add_argument("--chunk", type=int, default=CHUNK, help="predict's --chunk (and the bare forward's); default: "
+                   "predict's own")
     p.add_argument("--serve_images", type=int, default=200, help="photos posted to `train serve` per client count")
     p.add_argument("--serve_workers", type=int, default=1, help="train serve --workers")
     p.add_argument("--keep", action="store_true", help="keep the work folder (predictions, logs, models)")

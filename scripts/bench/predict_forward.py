@@ -4,7 +4,7 @@ decoded, set up exactly as `train predict` sets it up (trainjob.inference.Classi
 threads at the CPU quota, the same chunk size), so `train predict`'s rate over this one is what decoding the files
 and writing the rows cost.
 
-    python scripts/bench/predict_forward.py MODEL FOLDER --images N [--chunk 32] [--seconds 5]
+    python scripts/bench/predict_forward.py MODEL FOLDER --images N [--chunk 16] [--seconds 5]
 
 Decodes the first N files of FOLDER (sorted, as predict walks it) once, untimed, at the model's image size (the
 benchmark passes the number of distinct photos: the scoring folder repeats them); scores one chunk to warm up; then
@@ -85,7 +85,7 @@ def main() -> None:
     p.add_argument("model", help="model.pt or model.onnx")
     p.add_argument("folder", type=Path, help="the scoring folder (bench_predict.py builds it)")
     p.add_argument("--images", type=int, required=True, help="how many files to decode (the distinct ones)")
-    p.add_argument("--chunk", type=int, default=32, help="images per forward pass, as predict's --chunk")
+    p.add_argument("--chunk", type=int, default=16, help="images per forward pass, as predict's --chunk (16)")
     p.add_argument("--seconds", type=float, default=5.0, help="score for at least this long")
     args = p.parse_args()
     print(json.dumps(forward_rate(args.model, args.folder, args.images, args.chunk, args.seconds)), flush=True)

@@ -22,7 +22,7 @@ from trainjob.batch.stream import CHUNK, score_files, top_classes
 from trainjob.data.detect import printable
 from trainjob.errors import DataError, Stopped, UserError, user_errors_exit
 from trainjob.inference import Classifier, classify, load_model  # noqa: F401 - load_model, classify: the old home
-from trainjob.onnx_cache import ENGINES, choose_engine
+from trainjob.onnx_cache import ENGINES, classifier_for
 from trainjob.progress import Progress
 
 
@@ -134,10 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = PredictionsFile(args.output, args.top) if args.output else _Printed(args.json)
     log = print if args.output else _to_stderr
-    classifier = Classifier(args.model, args.precision)
     inputs = gather(args.paths, args.from_list)
     torch.set_num_threads(cpu_quota())
-    classifier = choose_engine(classifier, args.engine, os.environ.get(contract.ENV_CACHE_DIR), log)
+    classifier = classifier_for(args.model, args.precision, args.engine, os.environ.get(contract.ENV_CACHE_DIR), log)
     stop = StopRequest().install()
     stop.defer()
     try:

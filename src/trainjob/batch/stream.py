@@ -11,9 +11,10 @@ from trainjob.data.decode import decode_chunk
 from trainjob.inference import Classifier
 from trainjob.prefetch import prefetched
 
-# Images per forward pass: at 224 px, 32 run fastest on 2 cores in bf16 (104 images/s against 76 at 64, Zen 4 host;
-# features.CHUNK measured it), and a chunk's pixels and activations stay near 0.3 GB.
-CHUNK = 32
+# Images per forward pass. 16, measured on the Zen 4 host (2 cores) with make bench-predict's bare forward on a
+# transfer model at 256 px: onnxruntime 215 images/s and 1.12 GB peak RSS against 172 and 1.46 GB at 32 (179 and
+# 0.94 GB at 8); PyTorch bf16 92 against 76 at 32, and the fast recipe's net 527 against 481.
+CHUNK = 16
 
 
 @dataclass
