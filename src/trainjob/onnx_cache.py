@@ -1,10 +1,10 @@
 """A model.pt's ONNX file, exported once into the cache folder, for batch scoring in onnxruntime where that is faster.
 
 Measured with `make bench-predict` on the Zen 4 host (docs/benchmarks.md): onnxruntime scores the transfer recipe's
-EfficientNet-Lite0 about twice as fast as PyTorch in bf16 (`train predict` 165 against 87 images/s on 10,000
-photos), while PyTorch in bf16 is faster for the fast recipe's net (445 against 337). For the tutorial's net, scoring
-is decoding-bound and onnxruntime saves about 0.1 ms an image: less than the one-time export for any folder under
-tens of thousands of images, so it stays in PyTorch. The export takes about 10 s, so the file is kept under the cache
+EfficientNet-Lite0 about twice as fast as PyTorch in bf16 (`train predict` 189 against 87 images/s on 10,000
+photos), while PyTorch in bf16 is faster for the fast recipe's net (407 against 339). For the tutorial's net, scoring
+is decoding-bound and onnxruntime saves 0.04 ms an image: its 5 s export would pay off only past ~125,000 images,
+so it stays in PyTorch. The export takes about 10 s, so the file is kept under the cache
 folder (TRAINJOB_CACHE_DIR, default ~/.cache/trainjob), keyed by the model file's bytes and the code that exports
 it: paid once per model. A cache hit does not build the PyTorch model at all (its imports alone cost ~250 MB).
 """
