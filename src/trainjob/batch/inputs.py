@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from trainjob.data.detect import has_image_extension, is_hidden, printable
+from trainjob.data.detect import has_image_extension, printable, walk_files
 from trainjob.errors import DataError
 
 MAX_LIST_LINE = 4096  # a path longer than any file system allows is a sign of a binary file given as the list
@@ -100,21 +100,13 @@ def _add(inputs: Inputs, path: str) -> None:
 
 
 def _walk(inputs: Inputs, root: str) -> None:
-    """A stack, not recursion: a tree 1,100 folders deep must not hit Python's recursion limit."""
-    stack = [_entries(inputs, root)]
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        if is_hidden(entry.name):
-            continue
+    def unreadable(folder: str, e: OSError) -> None:
+        inputs.skipped.append((folder, f"folder unreadable ({e.strerror or e})"))
+
+    for entry in walk_files(root, unreadable):
+        if not has_image_extension(entry.name):
+            continue  # a folder of photos holds thumbnails' .db files, notes, .json sidecars: not worth a row
         try:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(_entries(inputs, entry.path))
-                continue
-            if not has_image_extension(entry.name):
-                continue  # a folder of photos holds thumbnails' .db files, notes, .json sidecars: not worth a row
             if entry.is_symlink() and os.path.isdir(entry.path):
                 inputs.skipped.append((entry.path, "link to a folder (not followed)"))
                 continue
@@ -123,11 +115,3 @@ def _walk(inputs: Inputs, root: str) -> None:
             inputs.skipped.append((entry.path, f"unreadable ({e.strerror or e})"))
             continue
         inputs.add_file(entry.path, size)
-
-
-def _entries(inputs: Inputs, folder: str):
-    try:
-        return iter(sorted(os.scandir(folder), key=lambda e: os.fsencode(e.name)))
-    except OSError as e:
-        inputs.skipped.append((folder, f"folder unreadable ({e.strerror or e})"))
-        return iter(())

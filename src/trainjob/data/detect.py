@@ -1,6 +1,7 @@
 """Which dataset layout is under --data_path: checked in a fixed order, so a folder holding several is unambiguous."""
 
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,6 +44,37 @@ def is_hidden(name: str) -> bool:
 
 def has_image_extension(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def walk_files(folder: str, unreadable: Callable[[str, OSError], None]) -> Iterator[os.DirEntry]:
+    """Every entry under folder that is not a folder, depth first in sorted (byte) order, hidden ones left out: how
+    training walks a class folder and batch scoring a folder of images. Links to folders come out as entries, never
+    followed, so no loop. unreadable(path, error) hears of each folder that cannot be listed. A stack, not recursion:
+    a tree 1,100 folders deep must not hit Python's recursion limit."""
+    stack = [_sorted_entries(folder, unreadable)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        if is_hidden(entry.name):
+            continue
+        try:
+            is_folder = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            is_folder = False  # the caller's stat of it says why
+        if is_folder:
+            stack.append(_sorted_entries(entry.path, unreadable))
+        else:
+            yield entry
+
+
+def _sorted_entries(folder: str, unreadable: Callable[[str, OSError], None]) -> Iterator[os.DirEntry]:
+    try:
+        return iter(sorted(os.scandir(folder), key=lambda e: os.fsencode(e.name)))
+    except OSError as e:
+        unreadable(folder, e)
+        return iter(())
 
 
 def manifest_kind(path: Path) -> str | None:

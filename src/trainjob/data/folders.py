@@ -5,7 +5,7 @@ parallel, cached, then split. Unreadable files are skipped and reported, never f
 """
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import torch
 from trainjob.data import cache, manifest
 from trainjob.data.dataset import MAX_CLASSES, Dataset, Split
 from trainjob.data.decode import decode_all
-from trainjob.data.detect import MANIFEST_KINDS, Layout, has_image_extension, is_hidden, printable
+from trainjob.data.detect import MANIFEST_KINDS, Layout, has_image_extension, is_hidden, printable, walk_files
 from trainjob.data.listing import TEST, TRAIN, Listing, skip, stat_reason
 from trainjob.errors import DataError
 from trainjob.watchdog import beat
@@ -24,31 +24,15 @@ def _class_folders(tree: Path) -> list[str]:
     return sorted(name for name in os.listdir(tree) if not is_hidden(name) and (tree / name).is_dir())
 
 
-def _sorted_entries(listing: Listing, root: Path, folder: Path) -> Iterator[os.DirEntry]:
-    beat("listing image files")
-    try:
-        return iter(sorted(os.scandir(folder), key=lambda e: os.fsencode(e.name)))
-    except OSError as e:
-        skip(listing, os.path.relpath(folder, root) + "/", f"folder {stat_reason(e)}")
-        return iter(())
-
-
 def _list_class(listing: Listing, root: Path, folder: Path, label: int, split: int) -> None:
-    """Add folder's images, sub-folders included, depth first in sorted order. A stack, not recursion: a tree 1,100
-    folders deep must not hit Python's recursion limit. Links to folders are not followed, so no loop."""
-    stack = [_sorted_entries(listing, root, folder)]
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        if is_hidden(entry.name):
-            continue
+    """Add folder's images, sub-folders included, depth first in sorted order (detect.walk_files)."""
+    def unreadable(path: str, e: OSError) -> None:
+        skip(listing, os.path.relpath(path, root) + "/", f"folder {stat_reason(e)}")
+
+    for entry in walk_files(str(folder), unreadable):
+        beat("listing image files")
         rel = os.path.relpath(entry.path, root)
         try:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(_sorted_entries(listing, root, Path(entry.path)))
-                continue
             if entry.is_symlink() and os.path.isdir(entry.path):
                 skip(listing, rel, "link to a folder (not followed)")
                 continue
