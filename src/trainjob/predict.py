@@ -18,7 +18,7 @@ import torch
 from trainjob import contract
 from trainjob.batch.inputs import Inputs, gather, row_path
 from trainjob.batch.predictions import PredictionsFile, Row
-from trainjob.batch.stream import CHUNK, score_files, top_classes
+from trainjob.batch.stream import CHUNK, score_files, scored_rows
 from trainjob.data.detect import printable
 from trainjob.errors import DataError, Stopped, UserError, user_errors_exit
 from trainjob.inference import Classifier, classify, load_model  # noqa: F401 - load_model, classify: the old home
@@ -109,10 +109,7 @@ def predict(classifier: Classifier, inputs: Inputs, out, top: int, *, chunk: int
         counts, started = {"scored": 0, "skipped": len(errors), "already": already}, time.monotonic()
         try:
             for scored in score_files(classifier, todo, chunk=chunk, stop=lambda: stop is not None and stop.requested):
-                rows = [Row(row_path(todo[i]), top_classes(scored.probabilities[i], classifier.classes, top))
-                        if i in scored.probabilities else Row(row_path(todo[i]), None, scored.failures[i])
-                        for i in range(scored.start, scored.start + scored.count)]
-                out.append(rows)
+                out.append(scored_rows(scored, todo, classifier.classes, top))
                 counts["scored"] += len(scored.probabilities)
                 counts["skipped"] += len(scored.failures)
                 shown.advance(scored.count)

@@ -15,13 +15,13 @@ import os
 
 from trainjob import contract
 from trainjob.batch.inputs import Inputs, row_path
-from trainjob.batch.predictions import Row, header
-from trainjob.batch.stream import CHUNK, score_files, top_classes
+from trainjob.batch.predictions import Row, csv_cells, header
+from trainjob.batch.stream import CHUNK, score_files, scored_rows
 from trainjob.errors import UserError
 from trainjob.inference import Classifier
 from trainjob.onnx_cache import classifier_for
 
-MODEL_DIR = "AZUREML_MODEL_DIR"  # where Azure ML mounts the deployment's registered model
+MODEL_DIR = contract.ENV_AZUREML_MODEL_DIR  # where Azure ML mounts the deployment's registered model
 TOP = 3  # classes per file: train predict's default --top
 COLUMNS = header(TOP)
 
@@ -54,12 +54,7 @@ def run(mini_batch) -> list[str]:
     inputs = _listed([os.fspath(p) for p in mini_batch])
     rows = [Row(row_path(p), None, reason) for p, reason in inputs.skipped]
     for scored in score_files(_classifier, inputs.paths, chunk=CHUNK):
-        for i in range(scored.start, scored.start + scored.count):
-            path = row_path(inputs.paths[i])
-            if i in scored.probabilities:
-                rows.append(Row(path, top_classes(scored.probabilities[i], _classifier.classes, TOP)))
-            else:
-                rows.append(Row(path, None, scored.failures[i]))
+        rows += scored_rows(scored, inputs.paths, _classifier.classes, TOP)
     return [csv_line(row) for row in rows]
 
 
@@ -76,10 +71,6 @@ def _listed(paths: list[str]) -> Inputs:
 
 def csv_line(row: Row) -> str:
     """One row as a line of the predictions CSV, without its newline (append_row adds one per returned item)."""
-    cells = [row.path]
-    ranked = row.top or []
-    for k in range(TOP):
-        cells += [ranked[k][0], f"{ranked[k][1]:.6f}"] if k < len(ranked) else ["", ""]
     out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow([*cells, row.error or ""])
+    csv.writer(out, lineterminator="").writerow(csv_cells(row, TOP))
     return out.getvalue()

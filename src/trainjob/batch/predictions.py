@@ -39,6 +39,15 @@ def header(top: int) -> list[str]:
     return columns + ["error"]
 
 
+def csv_cells(row: Row, top: int) -> list[str]:
+    """One row as the cells of header(top): a row with an error has empty class columns."""
+    cells = [row.path]
+    ranked = row.top or []
+    for k in range(top):
+        cells += [ranked[k][0], f"{ranked[k][1]:.6f}"] if k < len(ranked) else ["", ""]
+    return cells + [row.error or ""]
+
+
 class PredictionsFile:
     """Open with open() (which says what is already done), append() each chunk, close() at the end."""
 
@@ -113,11 +122,7 @@ class PredictionsFile:
         return out.getvalue()
 
     def _csv_row(self, row: Row) -> list:
-        cells = [row.path]
-        ranked = row.top or []
-        for k in range(self.top):
-            cells += [ranked[k][0], f"{ranked[k][1]:.6f}"] if k < len(ranked) else ["", ""]
-        return cells + [row.error or ""]
+        return csv_cells(row, self.top)
 
     @staticmethod
     def _json_row(row: Row) -> dict:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainjob.batch.inputs import row_path
+from trainjob.batch.predictions import Row
 from trainjob.data.decode import decode_chunk
 from trainjob.inference import Classifier
 from trainjob.prefetch import prefetched
@@ -58,6 +60,13 @@ def score_pixels(classifier: Classifier, pixels: np.ndarray, *, chunk: int = CHU
         yield Scored(start, len(batch), {start + i: p for i, p in enumerate(probs)}, {})
         if stop():
             return
+
+
+def scored_rows(scored: Scored, paths: list[str], classes: list[str], top: int) -> list[Row]:
+    """A scored chunk of paths as rows, in order: the top classes of each file, or why it could not be read."""
+    return [Row(row_path(paths[i]), top_classes(scored.probabilities[i], classes, top)) if i in scored.probabilities
+            else Row(row_path(paths[i]), None, scored.failures[i])
+            for i in range(scored.start, scored.start + scored.count)]
 
 
 def top_classes(probs: np.ndarray, classes: list[str], top: int) -> list[tuple[str, float]]:
