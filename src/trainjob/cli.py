@@ -10,40 +10,29 @@
 
 import argparse
 import functools
+import importlib
 import os
 import sys
 import time
 import traceback
+import warnings
 
 from trainjob import contract
 from trainjob.environment import Environment
-from trainjob.errors import DivergedError, Stopped, UserError
-from trainjob.outputs import resolve_output_dir, write_failure
+from trainjob.errors import DivergedError, Stopped, UserError, user_errors_exit
+from trainjob.text import printable
 from trainjob.version import code_version
+
+# The subcommands: `train NAME ...` runs the module's main(argv).
+SUBCOMMANDS = {name: f"trainjob.{name}" for name in ("predict", "evaluate", "weights", "export", "serve")}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "predict":
-        from trainjob.predict import main as predict_main
-
-        sys.exit(predict_main(argv[1:]))
-    if argv and argv[0] == "evaluate":
-        from trainjob.evaluate import main as evaluate_main
-
-        sys.exit(evaluate_main(argv[1:]))
-    if argv and argv[0] == "weights":
-        from trainjob.weights import main as weights_main
-
-        sys.exit(weights_main(argv[1:]))
-    if argv and argv[0] == "export":
-        from trainjob.export import main as export_main
-
-        sys.exit(export_main(argv[1:]))
-    if argv and argv[0] == "serve":
-        from trainjob.serve import main as serve_main
-
-        sys.exit(serve_main(argv[1:]))
+    warnings.showwarning = _escaped_warning
+    if argv and argv[0] in SUBCOMMANDS:
+        sys.excepthook = _escaped_traceback
+        sys.exit(_subcommand(argv[0], argv[1:]))
     env = Environment.read()
     code = run(argv, env)
     if env.azureml_run_id:
@@ -52,6 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+@user_errors_exit
+def _subcommand(name: str, argv: list[str]) -> int:
+    Environment.read().check(name)  # first, before the command imports torch (seconds): a bad variable is instant
+    return importlib.import_module(SUBCOMMANDS[name]).main(argv)
 
 
 def run(argv: list[str], env: Environment | None = None) -> int:
@@ -65,6 +60,7 @@ def run(argv: list[str], env: Environment | None = None) -> int:
     output_dir = _output_dir_guess(argv, env)
     fail = functools.partial(_fail, is_main=env.is_main_process)
     try:
+        env.check("train")
         from trainjob.config import parse_args
         from trainjob.job import train
 
@@ -86,7 +82,7 @@ def run(argv: list[str], env: Environment | None = None) -> int:
     except KeyboardInterrupt:
         return fail(output_dir, "stopped by SIGINT", contract.EXIT_SIGINT)
     except Exception as e:  # noqa: BLE001 -- a bug: keep the whole traceback for the report
-        traceback.print_exc()
+        _escaped_traceback(type(e), e, e.__traceback__)
         return fail(output_dir, f"internal error: {type(e).__name__}: {e} (a bug in trainjob: the traceback is in "
                     "the log above; please report it)", contract.EXIT_INTERNAL, echo=False)
     finally:
@@ -94,6 +90,9 @@ def run(argv: list[str], env: Environment | None = None) -> int:
 
 
 def _fail(output_dir: str | None, line: str, code: int, echo: bool = True, is_main: bool = True) -> int:
+    from trainjob.outputs import write_failure
+
+    line = printable(line)  # a message may quote a data or model file: one line, no terminal escapes
     if echo:
         print(line, file=sys.stderr, flush=True)
     if is_main:  # one failure.txt, from the main process
@@ -101,11 +100,27 @@ def _fail(output_dir: str | None, line: str, code: int, echo: bool = True, is_ma
     return code
 
 
+def _escaped_traceback(kind, error, tb) -> None:
+    """A bug's traceback on stderr, each line escaped: an exception's message may quote a data or model file."""
+    for chunk in traceback.format_exception(kind, error, tb):
+        for line in chunk.splitlines():
+            print(printable(line), file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _escaped_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning, escaped: it may quote a data or model file (Matplotlib names a glyph it lacks)."""
+    for text in warnings.formatwarning(message, category, filename, lineno, line).splitlines():
+        print(printable(text), file=file or sys.stderr)
+
+
 def _output_dir_guess(argv: list[str], env: Environment) -> str:
     """Where failure.txt goes when the flags themselves could not be parsed."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--output_dir")
     known, _ = p.parse_known_args(argv)
+    from trainjob.outputs import resolve_output_dir
+
     return resolve_output_dir(known.output_dir, env.variables)
 
 

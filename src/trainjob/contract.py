@@ -8,6 +8,7 @@ ENV_DATA_PATH = "DATA_PATH"  # e.g. DATA_PATH=/data: where the dataset is mounte
 ENV_OUTPUT_DIR = "OUTPUT_DIR"  # e.g. OUTPUT_DIR=/outputs: where model.pt, summary.json, plots go
 ENV_CACHE_DIR = "TRAINJOB_CACHE_DIR"  # e.g. /tmp/trainjob-cache: decoded image-folder cache ("off" disables it)
 ENV_WEIGHTS_DIR = "TRAINJOB_WEIGHTS_DIR"  # e.g. /opt/trainjob/weights: pretrained backbone weights baked into the image
+ENV_TIME_BUDGET = "TRAINJOB_TIME_BUDGET"  # e.g. 600: stands in for --time_budget (seconds a training run may take)
 ENV_AZUREML_RUN_ID = "AZUREML_RUN_ID"  # set by Azure ML inside a run; outputs then go to ./outputs (uploaded)
 ENV_MLFLOW_URI = "MLFLOW_TRACKING_URI"  # an MLflow server (or azureml://, set by Azure ML v2 jobs): metrics go there
 ENV_MLFLOW_RUN_ID = "MLFLOW_RUN_ID"  # set by Azure ML v2 jobs: the job's own MLflow run, which metrics join
@@ -31,9 +32,9 @@ ENV_RANK = "RANK"
 ENV_WORLD_SIZE = "WORLD_SIZE"
 ENV_LOCAL_RANK = "LOCAL_RANK"
 ENV_LOCAL_WORLD_SIZE = "LOCAL_WORLD_SIZE"
-# What a training run reads, once, at its start (environment.Environment).
-RUN_ENVIRONMENT = (ENV_DATA_PATH, ENV_OUTPUT_DIR, ENV_CACHE_DIR, ENV_AZUREML_RUN_ID, ENV_MLFLOW_URI, ENV_MLFLOW_RUN_ID,
-                   ENV_MLFLOW_EXPERIMENT, ENV_RANK, ENV_WORLD_SIZE, ENV_LOCAL_RANK, ENV_LOCAL_WORLD_SIZE)
+ENV_MASTER_ADDR = "MASTER_ADDR"  # rank 0's address and port, which the other ranks join (read by torch.distributed)
+ENV_MASTER_PORT = "MASTER_PORT"
+# Every command checks each of these once, as it starts: settings.VARIABLES says what a good value is.
 
 # --- Defaults -------------------------------------------------------------------------------------------------------
 AZUREML_OUTPUT_DIR = "./outputs"  # the folder Azure ML uploads from a run's working directory

@@ -1,16 +1,16 @@
-"""The environment a training run starts in, read once: the contract's variables (contract.RUN_ENVIRONMENT) and what
-they say about this process (its rank under torchrun, whether it runs inside an Azure ML run, where MLflow is).
+"""The environment a command starts in, read once: the contract's variables (settings.VARIABLES) and what they say
+about this process (its rank under torchrun, whether it runs inside an Azure ML run, where MLflow is).
 
-cli.run reads it when the command starts and hands it down (config, the watchdog, job, tracking, MLflow): nothing
-else in a run looks these names up in os.environ.
+cli.run reads it when training starts, checks it (check) and hands it down (config, the watchdog, job, tracking,
+MLflow): nothing else in a run looks these names up in os.environ. The other commands check it as they start
+(cli.main).
 """
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from trainjob import contract
-from trainjob.errors import UserError
+from trainjob import contract, settings
 
 
 @dataclass
@@ -35,7 +35,13 @@ class Environment:
 
     @classmethod
     def read(cls, environ: Mapping[str, str] = os.environ) -> "Environment":
-        return cls({name: environ[name] for name in contract.RUN_ENVIRONMENT if environ.get(name)})
+        """Leniently: a bad value is found by check, so that a run can still say where failure.txt goes."""
+        return cls({name: environ[name] for name in settings.NAMES if environ.get(name)})
+
+    def check(self, command: str) -> "Environment":
+        """Every variable's value, as `command` starts: UserError (one line, exit 2) for the first bad one."""
+        settings.check(command, self.variables)
+        return self
 
     def get(self, name: str) -> str | None:
         return self.variables.get(name)
@@ -52,13 +58,9 @@ class Environment:
 
     def distributed(self) -> Distributed:
         """torchrun and Azure ML's PyTorch distribution both set RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT."""
-        def number(name: str, default: int) -> int:
-            value = self.get(name)
-            try:
-                return int(value) if value else default
-            except ValueError:
-                raise UserError(f"environment variable {name} must be a whole number, got {value!r}") from None
+        def number(name: str) -> int:
+            return settings.value(name, self.variables)
 
-        return Distributed(rank=number(contract.ENV_RANK, 0), world_size=number(contract.ENV_WORLD_SIZE, 1),
-                           local_rank=number(contract.ENV_LOCAL_RANK, 0),
-                           local_world_size=number(contract.ENV_LOCAL_WORLD_SIZE, 1))
+        return Distributed(rank=number(contract.ENV_RANK), world_size=number(contract.ENV_WORLD_SIZE),
+                           local_rank=number(contract.ENV_LOCAL_RANK),
+                           local_world_size=number(contract.ENV_LOCAL_WORLD_SIZE))

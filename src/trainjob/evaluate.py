@@ -19,11 +19,11 @@ from trainjob import contract
 from trainjob.atomic import write_json
 from trainjob.batch import labelled
 from trainjob.batch.stream import score_files, score_pixels
-from trainjob.data.detect import printable
 from trainjob.errors import DataError, Stopped, UserError, user_errors_exit
 from trainjob.inference import Classifier
 from trainjob.metrics import accuracy, confusion_matrix, per_class_accuracy
 from trainjob.progress import Progress
+from trainjob.text import printable, say, say_err
 
 EVALUATION_FILE = "evaluation.json"
 MISCLASSIFIED_KEPT = 10_000  # the list in evaluation.json; the counts cover every image
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def evaluate(classifier: Classifier, data: labelled.Labelled, *, progress: str = "auto", log=print,
+def evaluate(classifier: Classifier, data: labelled.Labelled, *, progress: str = "auto", log=say,
              stop=None) -> dict:
     """Score every image of data -> the evaluation (a dict for evaluation.json) and the confusion matrix."""
     truth = labelled.model_labels(data, classifier.classes)
@@ -121,23 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = Path(args.output_dir) if args.output_dir else Path(args.model).parent / "evaluation"
     classifier = Classifier(args.model, args.precision)
     data = labelled.load(args.data, args.split, *_held_out_settings(classifier), args.columns, args.image_root)
-    print(f"evaluating {classifier.path} on {len(data.names)} images of {printable(args.data)} ({data.split}; "
-          f"{classifier.describe()})", flush=True)
+    say(f"evaluating {classifier.path} on {len(data.names)} images of {args.data} ({data.split}; "
+        f"{classifier.describe()})", flush=True)
     torch.set_num_threads(cpu_quota())
     stop = StopRequest().install()
     stop.defer()
     try:
         result, confusion = evaluate(classifier, data, progress=args.progress, stop=stop)
     except Stopped as e:
-        print(str(e).replace("run the same command again to resume", "nothing was written"), file=sys.stderr)
+        say_err(str(e).replace("run the same command again to resume", "nothing was written"))
         return e.exit_code
     finally:
         stop.uninstall()
     _write(output_dir, {"model": str(args.model), "data": str(args.data), **result}, confusion, classifier.classes,
            plot_confusion)
-    print(f"accuracy {result['accuracy']:.2%} ({result['correct']}/{result['images']} images; "
-          f"{result['skipped_files']} skipped); {len(result['misclassified'])} misclassified listed in "
-          f"{output_dir / EVALUATION_FILE}; confusion matrix in {output_dir / contract.CONFUSION_FILE}")
+    say(f"accuracy {result['accuracy']:.2%} ({result['correct']}/{result['images']} images; "
+        f"{result['skipped_files']} skipped); {len(result['misclassified'])} misclassified listed in "
+        f"{output_dir / EVALUATION_FILE}; confusion matrix in {output_dir / contract.CONFUSION_FILE}")
     return contract.EXIT_OK
 
 

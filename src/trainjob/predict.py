@@ -19,11 +19,11 @@ from trainjob import contract
 from trainjob.batch.inputs import Inputs, gather, row_path
 from trainjob.batch.predictions import PredictionsFile, Row
 from trainjob.batch.stream import CHUNK, score_files, scored_rows
-from trainjob.data.detect import printable
 from trainjob.errors import DataError, Stopped, UserError, user_errors_exit
 from trainjob.inference import Classifier, classify, load_model  # noqa: F401 - load_model, classify: the old home
 from trainjob.onnx_cache import ENGINES, classifier_for
 from trainjob.progress import Progress
+from trainjob.text import printable, say, say_err
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +70,9 @@ def read_image(path: str, size: int) -> torch.Tensor:
 
 
 class _Printed:
-    """Rows to stdout, as text or JSON: the destination when there is no --output."""
+    """Rows to stdout, as text or JSON: the destination when there is no --output. A text line is escaped (say): a
+    class name or a file name may hold a terminal escape; JSON keeps the exact strings, which json.dumps writes with
+    every control character as \\u001b and the like, so they are safe to print too."""
 
     def __init__(self, as_json: bool):
         self.as_json, self.written = as_json, 0
@@ -84,9 +86,9 @@ class _Printed:
                 top = None if row.top is None else [{"class": c, "probability": v} for c, v in row.top]
                 print(json.dumps({"image": row.path, "top": top, **({"error": row.error} if row.error else {})}))
             elif row.error:
-                print(f"{printable(Path(row.path).name)}: cannot read ({row.error})")
+                say(f"{Path(row.path).name}: cannot read ({row.error})")
             else:
-                print(f"{printable(Path(row.path).name)}: " + ", ".join(f"{printable(c)} {v:.1%}" for c, v in row.top))
+                say(f"{Path(row.path).name}: " + ", ".join(f"{c} {v:.1%}" for c, v in row.top))
         sys.stdout.flush()
         self.written += len(rows)
 
@@ -95,7 +97,7 @@ class _Printed:
 
 
 def predict(classifier: Classifier, inputs: Inputs, out, top: int, *, chunk: int = CHUNK, progress: str = "auto",
-            log=print, stop=None) -> dict:
+            log=say, stop=None) -> dict:
     """Score inputs into out (a PredictionsFile or the printer), skipping what it holds; returns the counts."""
     done = out.open()
     try:
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     out = PredictionsFile(args.output, args.top) if args.output else _Printed(args.json)
-    log = print if args.output else _to_stderr
+    log = say if args.output else say_err  # without --output, stdout holds the rows alone
     inputs = gather(args.paths, args.from_list)
     torch.set_num_threads(cpu_quota())
     classifier = classifier_for(args.model, args.precision, args.engine, os.environ.get(contract.ENV_CACHE_DIR), log)
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             counts = predict(classifier, inputs, out, args.top, chunk=args.chunk, progress=args.progress, log=log,
                              stop=stop)
     except Stopped as e:
-        print(str(e), file=sys.stderr)
+        say_err(e)
         return e.exit_code
     finally:
         stop.uninstall()
@@ -154,10 +156,6 @@ def main(argv: list[str] | None = None) -> int:
         raise DataError(f"none of the {counts['skipped']} files could be read as an image: expected image files "
                         "such as .jpg or .png")
     return contract.EXIT_OK
-
-
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

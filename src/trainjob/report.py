@@ -9,6 +9,7 @@ import torch
 from trainjob import contract
 from trainjob.atomic import atomic_write, write_json
 from trainjob.metrics import accuracy
+from trainjob.text import printable
 
 
 def write_summary(output_dir: Path, summary: dict) -> None:
@@ -46,8 +47,9 @@ def plot_confusion(output_dir: Path, confusion: torch.Tensor, classes: list[str]
     im = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
     if k <= 40:
-        ax.set_xticks(range(k), classes, rotation=45, ha="right")
-        ax.set_yticks(range(k), classes)
+        labels = [tick_label(c) for c in classes]
+        ax.set_xticks(range(k), labels, rotation=45, ha="right")
+        ax.set_yticks(range(k), labels)
     if k <= 20:
         for i in range(k):
             for j in range(k):
@@ -56,6 +58,13 @@ def plot_confusion(output_dir: Path, confusion: torch.Tensor, classes: list[str]
     ax.set(title=f"Confusion matrix (test accuracy {accuracy(confusion):.1%})", xlabel="predicted", ylabel="true")
     fig.tight_layout()
     _save(fig, output_dir / contract.CONFUSION_FILE)
+
+
+def tick_label(name: str) -> str:
+    """A class name as the plot shows it: escaped as on a terminal (a control character has no glyph, and
+    Matplotlib's warning about it would print it raw), and a $ taken literally, not as the start of mathtext (a
+    folder named $x^$ would stop the run as it writes its results)."""
+    return printable(name).replace("$", r"\$")
 
 
 def _pyplot(output_dir: Path | None = None):

@@ -20,6 +20,7 @@ from trainjob.batch.stream import CHUNK, score_files, scored_rows
 from trainjob.errors import UserError
 from trainjob.inference import Classifier
 from trainjob.onnx_cache import classifier_for
+from trainjob.text import say
 
 MODEL_DIR = contract.ENV_AZUREML_MODEL_DIR  # where Azure ML mounts the deployment's registered model
 TOP = 3  # classes per file: train predict's default --top
@@ -42,9 +43,9 @@ def init() -> None:
                         "which sets it to the registered model's folder (locally, use train predict)")
     torch.set_num_threads(cpu_quota())
     # As train predict scores by default: onnxruntime for transfer models, exported once per node into the cache.
-    _classifier = classifier_for(root, "auto", "auto", os.environ.get(contract.ENV_CACHE_DIR), print)
-    print(f"trainjob batch scoring: {_classifier.path} ({_classifier.describe()}), {len(_classifier.classes)} "
-          f"classes; columns {','.join(COLUMNS)}", flush=True)
+    _classifier = classifier_for(root, "auto", "auto", os.environ.get(contract.ENV_CACHE_DIR), say)
+    say(f"trainjob batch scoring: {_classifier.path} ({_classifier.describe()}), {len(_classifier.classes)} "
+        f"classes; columns {','.join(COLUMNS)}", flush=True)
 
 
 def run(mini_batch) -> list[str]:

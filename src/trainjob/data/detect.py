@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from trainjob.errors import DataError
+from trainjob.text import printable
 
 BATCHES_DIR = "cifar-10-batches-py"
 TAR_NAME = "cifar-10-python.tar.gz"
@@ -29,13 +30,6 @@ class Layout:
     note: str | None = None  # something worth a log line (e.g. "val/ ignored, test/ used")
     columns: str | None = None  # manifests: --columns IMAGE,LABEL
     image_root: str | None = None  # manifests: --image_root, where azureml:// and blob URLs point
-
-
-def printable(name: str) -> str:
-    """A file name safe to print and store in JSON, on one line: undecodable bytes shown as \\xNN (names need not
-    be UTF-8), control characters (a newline, a terminal escape) as \\n or \\x1b."""
-    text = os.fsencode(name).decode("utf-8", "backslashreplace")
-    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def is_hidden(name: str) -> bool:
