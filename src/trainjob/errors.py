@@ -3,8 +3,10 @@
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from trainjob import contract
+from trainjob.text import printable
 
 
 class UserError(Exception):
@@ -16,6 +18,34 @@ class UserError(Exception):
 
 class DataError(UserError):
     """The dataset is missing or malformed."""
+
+
+class DiskFull(UserError):
+    """A write met a full disk (ENOSPC) or a spent quota (EDQUOT). Nothing was left under the file's name: the file
+    there before, if any, is as it was. needed: bytes the whole file (appending: the rows being added) needs; free:
+    bytes the file system said were free, or None."""
+
+    def __init__(self, path, needed: int, free: int | None, quota: bool = False, appending: bool = False,
+                 then: str = "free some space there and run the same command again (the earlier files were kept)"):
+        self.path, self.needed, self.free, self.quota = Path(path), needed, free, quota
+        self.appending = appending
+        what = "disk quota exceeded" if quota else "no space left on the device"
+        super().__init__(f"{what} while writing {self.path.name} in {self.path.parent}: {self.shortfall()}; {then}")
+
+    def shortfall(self) -> str:
+        """"it needs 1.2 MB, 300 kB free there": what a caller that carries on (a cache) says too."""
+        needs = f"it needs {amount(self.needed)}{' more' if self.appending else ''}"
+        return needs if self.free is None or self.quota else f"{needs}, {amount(self.free)} free there"
+
+
+def amount(n: int) -> str:
+    """Bytes for people: 900 bytes, 12 kB, 3.4 MB, 1.2 GB (decimal units, as df -H and file managers)."""
+    if n < 1000:
+        return f"{n} bytes"
+    for unit, size in (("GB", 1e9), ("MB", 1e6)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{-(-n // 1000)} kB"
 
 
 class DivergedError(Exception):
@@ -43,7 +73,7 @@ def user_errors_exit(main: Callable[..., int]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs)
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {printable(e)}", file=sys.stderr)  # it may quote a data or model file
             return e.exit_code
 
     return wrapper

@@ -8,9 +8,7 @@ it (version.code_version; absent for a model.pt from before it was recorded).
 """
 
 import argparse
-import contextlib
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,8 +16,10 @@ import torch
 from torch import nn
 
 from trainjob import contract
+from trainjob.atomic import atomic_write
 from trainjob.errors import UserError, user_errors_exit
 from trainjob.inference import load_model, tta_level, tta_logits
+from trainjob.text import say
 
 INPUT, OUTPUT = "images", "scores"
 OPSET = 18  # the dynamo exporter's default in torch 2.14; onnxruntime 1.32 runs it
@@ -87,14 +87,11 @@ def write_onnx(model: nn.Module, saved: dict, model_path: str, output: Path) -> 
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot export {model_path} to ONNX ({type(e).__name__}: {first[:300]})") from None
     program.model.metadata_props.update(metadata(saved))
-    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")  # two writers of one file never collide
+    data = program.model_proto.SerializeToString()  # weights inside: one file to copy around (what save() writes)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        program.save(str(partial), external_data=False)  # weights inside: one file to copy around
-        os.replace(partial, output)
+        atomic_write(output, lambda f: f.write(data))  # whole or not at all; a full disk is one line (DiskFull)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
         raise UserError(f"cannot write {output} ({e.strerror or e}): pass --output in a writable folder") from None
     return wrapped
 
@@ -119,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output = Path(args.output) if args.output else Path(args.model).with_name("model.onnx")
     done = export(args.model, output)
-    print(f"wrote {done['output']} ({done['bytes'] / 1e6:.1f} MB, weights inside); onnxruntime matches PyTorch to "
-          f"{done['max_abs_difference']:.1e} on random images")
+    say(f"wrote {done['output']} ({done['bytes'] / 1e6:.1f} MB, weights inside); onnxruntime matches PyTorch to "
+        f"{done['max_abs_difference']:.1e} on random images")
     return contract.EXIT_OK
 
 

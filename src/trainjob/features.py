@@ -4,7 +4,8 @@ Images stream through in chunks, so memory holds one chunk of pixels and the fea
 (100,000 photos at 224 px would be 15 GB of uint8; their pooled features in float16 are 0.5 GB). Each chunk's
 features are written atomically to the run's checkpoints/ as soon as they exist, so a stopped run (SIGTERM, SIGKILL)
 resumes with the chunks already done; a finished extraction is also kept in the cache folder, so a rerun elsewhere
-skips it. Under torchrun the ranks take every world_size-th chunk and then share what they computed.
+skips it, and a run that needs the same features while another extracts them waits for that one (locks.py). Under
+torchrun the ranks take every world_size-th chunk and then share what they computed.
 
 A row is one image's features: (D,) pooled, or the (C, h, w) input of the backbone's last stage for --finetune.
 Rows are kept in float16: half the memory, and well inside its range (ReLU6 outputs, normalised activations).
@@ -23,6 +24,7 @@ from trainjob.data import npz_store
 from trainjob.data.dataset import Dataset, Split
 from trainjob.data.decode import decode_chunk
 from trainjob.environment import Distributed
+from trainjob.locks import one_maker
 from trainjob.prefetch import prefetched
 from trainjob.progress import Progress
 
@@ -111,6 +113,15 @@ class FeatureExtractor:
         finished = self._finished(store, n)
         if finished is not None:
             return finished
+        if store.cached is None or self.d.enabled:  # under torchrun rank 0 alone could not make the others wait
+            return self._extract_all(store, n, chunk_pixels)
+        with one_maker(store.cached, f"features: another run is extracting the same features into {store.cached}; "
+                       "waiting for it", self.log):
+            finished = self._finished(store, n)  # what the run we waited for wrote
+            return finished if finished is not None else self._extract_all(store, n, chunk_pixels)
+
+    def _extract_all(self, store: FeatureStore, n: int, chunk_pixels) -> tuple[np.ndarray, dict[int, str]]:
+        """Every chunk: those this run's checkpoints/ already hold are read back, the others computed."""
         mine = [s for i, s in enumerate(range(0, n, CHUNK)) if i % self.d.world_size == self.d.rank]
         found = _Found(n)
         todo = [start for start in mine if not found.add_stored(start, store.load_chunk(start // CHUNK))]

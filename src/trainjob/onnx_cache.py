@@ -14,7 +14,8 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
-from trainjob.errors import UserError
+from trainjob import torchfile
+from trainjob.errors import DiskFull, UserError
 from trainjob.inference import Classifier, model_in
 
 ENGINES = ("auto", "torch", "onnxruntime")
@@ -63,14 +64,23 @@ def _cache_folder(cache_dir: str | None, log: Callable[[str], None]) -> Path | N
 
 
 def _export(in_torch: Classifier, path: Path, log: Callable[[str], None]) -> bool:
+    """Export into the cache, once: a second process exporting the same model (two predicts started together) waits
+    for the first and then uses its file. False where PyTorch scores instead."""
     from trainjob.export import write_onnx
+    from trainjob.locks import one_maker
 
-    log(f"exporting {in_torch.path} to ONNX once, for onnxruntime's faster scoring (about 10 s; kept as {path})")
-    try:
-        write_onnx(in_torch.model, in_torch.saved, in_torch.path, path)
-    except UserError as e:  # a cache never stops scoring: PyTorch scores the same model
-        log(f"scoring in PyTorch instead: {e}")
-        return False
+    with one_maker(path, f"another process is exporting {in_torch.path} to {path}; waiting for it", log):
+        if path.is_file():
+            return True
+        log(f"exporting {in_torch.path} to ONNX once, for onnxruntime's faster scoring (about 10 s; kept as {path})")
+        try:
+            write_onnx(in_torch.model, in_torch.saved, in_torch.path, path)
+        except DiskFull as e:  # a cache never stops scoring: PyTorch scores the same model
+            log(f"scoring in PyTorch instead: no space left in {path.parent} for the ONNX export ({e.shortfall()})")
+            return False
+        except UserError as e:
+            log(f"scoring in PyTorch instead: {e}")
+            return False
     return True
 
 
@@ -83,9 +93,10 @@ def _key(model_path: str) -> str:
 
     digest = hashlib.sha256(f"{torch.__version__}\0{OPSET}\0{code_version()}\0".encode())
     try:
-        with Path(model_path).open("rb") as f:
-            while block := f.read(1 << 20):
+        # Bounded, regular files only: /dev/zero, a FIFO or a terabyte file would hang here before load_model sees it.
+        with torchfile.open_checked(model_path, "model file", "") as f:
+            for block in torchfile.read_blocks(f, model_path):
                 digest.update(block)
-    except OSError:  # missing or unreadable: the Classifier that follows says so in one line
+    except UserError:  # missing, unreadable or no model file: the Classifier that follows says so in one line
         return "unreadable"
     return digest.hexdigest()

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from trainjob import contract
-from trainjob.atomic import atomic_write
-from trainjob.errors import UserError
+from trainjob.atomic import append_whole, atomic_write
+from trainjob.errors import DiskFull, UserError
 
 
 def resolve_output_dir(flag: str | None, environ: Mapping[str, str]) -> str:
@@ -95,7 +95,11 @@ def _lock(out: Path) -> int:
         error.writes_failure_file = False  # that folder belongs to the running job
         raise error from None
     os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()}\n".encode())
+    try:
+        append_whole(fd, f"pid {os.getpid()}\n".encode(), path)  # what a second run's refusal names
+    except DiskFull:
+        os.close(fd)
+        raise  # a folder without room for ten bytes has none for a checkpoint: say so now, not an epoch later
     return fd
 
 

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from trainjob import contract
+from trainjob.atomic import append_whole
 from trainjob.errors import UserError
 
 
@@ -43,7 +44,7 @@ class Tracker:
             except OSError as e:
                 raise UserError(f"cannot open {self.path}: {e.strerror or e} (a symlink is refused); remove it or "
                                 "pass another --output_dir") from None
-            self._file = os.fdopen(fd, "r+b")
+            self._file = os.fdopen(fd, "r+b", buffering=0)  # unbuffered: a full disk is met in _record, not at close
             self._resume_at(truncate_at or 0, saved)  # fresh: empty; resumed: as it was at the checkpoint
             self._file.seek(0, os.SEEK_END)
 
@@ -59,8 +60,7 @@ class Tracker:
         if saved is not None and len(saved.encode()) == offset:
             self._file.seek(0)
             self._file.truncate(0)
-            self._file.write(saved.encode())
-            self._file.flush()
+            append_whole(self._file.fileno(), saved.encode(), self.path)
             return
         self._file.seek(0)
         self._file.truncate(self._file.read().rfind(b"\n") + 1)
@@ -114,8 +114,7 @@ class Tracker:
             self.mlflow.metrics(final, step=summary["epochs"])
 
     def _record(self, obj: dict) -> None:
-        self._file.write((json.dumps(obj) + "\n").encode())
-        self._file.flush()
+        append_whole(self._file.fileno(), (json.dumps(obj) + "\n").encode(), self.path)  # whole line, or DiskFull
 
     def close(self) -> None:
         if self._file:

@@ -11,7 +11,6 @@ empty class columns). JSON Lines: {"path": ..., "top": [{"class": ..., "probabil
 """
 
 import csv
-import errno
 import fcntl
 import io
 import json
@@ -19,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainjob.atomic import append_whole
 from trainjob.data.detect import printable
 from trainjob.errors import UserError
 
@@ -104,16 +104,9 @@ class PredictionsFile:
 
     # --- writing ---
     def _write(self, text: str) -> None:
-        data = text.encode("utf-8")
-        try:
-            while data:  # one write for a chunk's rows; the loop only for a short write to a full or remote disk
-                data = data[os.write(self._fd, data):]
-            os.fsync(self._fd)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise UserError(f"no space left on the device while writing {printable(str(self.path))}: free some "
-                                "space and run the same command again (it continues after the rows written)") from None
-            raise
+        """A chunk's rows in one write, fsynced; on a full disk none of them (atomic.append_whole)."""
+        append_whole(self._fd, text.encode("utf-8"), self.path, sync=True,
+                     then="free some space there and run the same command again (it goes on after the rows written)")
 
     @staticmethod
     def _csv_lines(rows: list[list]) -> str:

@@ -4,7 +4,8 @@ Decoding tens of thousands of JPEGs takes minutes on a small VM; reading the .np
 resolved data path and every file's relative path, size, mtime_ns, ctime_ns and inode, so any added, removed or
 rewritten file gives a new key (a rewrite that restores the size and mtime still changes the ctime). A cache file
 is used only when its arrays have the shapes and types a decode would give; anything else is decoded again. The
-train/test split is made after loading, so changing --seed or --val_fraction reuses the cache.
+train/test split is made after loading, so changing --seed or --val_fraction reuses the cache. Two runs that need
+the same entry at once (one --cache_dir, two jobs) decode it once: the second waits for the first (locks.one_maker).
 """
 
 import hashlib
@@ -16,6 +17,7 @@ import numpy as np
 
 from trainjob import contract
 from trainjob.data import npz_store
+from trainjob.locks import one_maker
 
 CACHE_VERSION = 2  # bump when the decoding policy or the key changes, so old caches are never read (2: ctime, inode)
 OFF = ("off", "none", "no", "false", "0")
@@ -79,3 +81,28 @@ def _well_formed(arrays: dict[str, np.ndarray]) -> bool:
 def save(path: Path, arrays: dict[str, np.ndarray], key: str, log: Callable[[str], None]) -> bool:
     """Write atomically, so a killed run never leaves half a cache; a failed write is logged, never raised."""
     return npz_store.save_cached(path, key, arrays, log, "decodes again")
+
+
+def load_or_make(path: Path | None, key: str, make: Callable[[], dict[str, np.ndarray]],
+                 log: Callable[[str], None]) -> tuple[dict[str, np.ndarray], str | None]:
+    """(the arrays, the cache file they are in or None): the cached ones at path, else make()'s, written there. A run
+    that finds another making the same entry waits for it, then reads what it wrote. path None: no cache."""
+    if path is None:
+        return make(), None
+    arrays = _hit(path, key, log)
+    if arrays is None:
+        with one_maker(path, f"cache: another run is decoding the same images into {path}; waiting for it", log):
+            arrays = _hit(path, key, log)  # what the run we waited for wrote
+            if arrays is None:
+                arrays = make()
+                if not save(path, arrays, key, log):
+                    return arrays, None
+                log(f"cache written: {path}")
+    return arrays, str(path)
+
+
+def _hit(path: Path, key: str, log: Callable[[str], None]) -> dict[str, np.ndarray] | None:
+    arrays = load(path, key)
+    if arrays is not None:
+        log(f"cache hit: {path} (decoding skipped)")
+    return arrays

@@ -88,19 +88,14 @@ def _decode_or_load(listing: Listing, layout: Layout, image_size: int, cache_dir
     folder = cache.resolve_cache_dir(cache_dir, layout.path, log)
     key = cache.cache_key(layout.path, layout.kind, listing.identity, image_size)
     path = cache.cache_file(folder, key) if folder else None
-    if path is not None:
-        cached = cache.load(path, key)
-        if cached is not None:
-            log(f"cache hit: {path} (decoding skipped)")
-            return cached, str(path)
-    log(f"decoding {len(listing.paths)} images to {image_size}x{image_size} RGB "
-        f"(once; {'cached in ' + str(path) if path else 'no cache'})")
-    images, failures = decode_all(listing.paths, image_size, log, progress=progress)  # (N, 3, S, S) uint8
-    arrays = readable(listing, images, failures)
-    if path is not None and cache.save(path, arrays, key, log):
-        log(f"cache written: {path}")
-        return arrays, str(path)
-    return arrays, None
+
+    def decode() -> dict[str, np.ndarray]:
+        log(f"decoding {len(listing.paths)} images to {image_size}x{image_size} RGB "
+            f"(once; {'cached in ' + str(path) if path else 'no cache'})")
+        images, failures = decode_all(listing.paths, image_size, log, progress=progress)  # (N, 3, S, S) uint8
+        return readable(listing, images, failures)
+
+    return cache.load_or_make(path, key, decode, log)
 
 
 def readable(listing: Listing, rows: np.ndarray, failures: dict[int, str]) -> dict[str, np.ndarray]:

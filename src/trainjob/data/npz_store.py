@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from trainjob.atomic import save_npz
-from trainjob.errors import UserError
+from trainjob.errors import DiskFull, UserError
 
 # What np.load raises on a file that is not a whole .npz: short reads, bad headers, a zip cut mid-way.
 UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
@@ -36,17 +36,21 @@ def load(path: Path, key: str,
 
 
 def save(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
-    """Atomic (atomic.atomic_write); a full disk is a one-line UserError."""
+    """Atomic (atomic.atomic_write); a full disk is DiskFull, one line naming the folder and the space needed."""
     save_npz(path, {"key": np.array(key), **arrays})
 
 
 def save_cached(path: Path, key: str, arrays: dict[str, np.ndarray], log: Callable[[str], None],
                 redone: str) -> bool:
-    """save(), for a finished cache: a cache never stops a run (not even on a full disk), so a failed write is a
-    log line ending in "the next run {redone}" and False."""
+    """save(), for a finished cache: a cache never stops a run (not even on a full disk: the run's results do not
+    depend on it, and the space it would take is the space the run needs), so a failed write is one log line ending
+    in "the next run {redone}", and False. Nothing is left under path's name."""
     try:
         save(path, key, arrays)
         return True
+    except DiskFull as e:
+        log(f"cache: no space left in {path.parent} for {e.path.name} ({e.shortfall()}); carrying on without it, "
+            f"the next run {redone}")
     except (OSError, UserError) as e:
         log(f"cache: could not write {path} ({getattr(e, 'strerror', None) or e}); the next run {redone}")
-        return False
+    return False
