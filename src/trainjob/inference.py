@@ -5,41 +5,82 @@ image is prepared and scored the same way everywhere. Nothing here imports a tra
 """
 
 import json
-import pickle
-import zipfile
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainjob import contract
+from trainjob import contract, torchfile
 from trainjob.errors import UserError
 from trainjob.preprocess import normalize
 
+MODEL_KEYS = frozenset({"arch", "arch_kwargs", "state_dict", "classes", "image_size", "normalization"})
+
 
 def load_model(path: str):
-    """model.pt -> (the model in eval mode, the saved dict); UserError for anything that is not one."""
+    """model.pt -> (the model in eval mode, the saved dict); UserError for anything that is not one, or that would
+    score wrongly: classes that do not match the head, weights that are NaN or infinite."""
+    fix = f"pass the {contract.MODEL_FILE} from a training run's output folder"
+    with torchfile.open_checked(path, "model file", fix) as f:
+        try:
+            saved = torchfile.load(f)
+        except torchfile.Unloadable as e:
+            raise UserError(f"{path} is not a model.pt written by trainjob ({e}): {fix}") from None
+        size = os.fstat(f.fileno()).st_size
+    _check_saved(path, saved, fix)
+    model = _build(path, saved, size, fix)
+    # A sum is NaN or infinite whenever a term is: 2 ms for Lite0's 3.4 M weights, where isfinite().all() on its
+    # channels-last tensors took a second; a tensor whose sum only overflowed is then looked at element by element.
+    bad = next((name for name, t in model.state_dict().items()
+                if t.is_floating_point() and not t.sum().isfinite() and not t.isfinite().all()), None)
+    if bad is not None:
+        raise UserError(f"{path} holds NaN or infinite weights ({bad}): it would score every image NaN; the run "
+                        "that wrote it diverged or the file was altered: retrain and pass the new model.pt")
+    model.eval()
+    return model, saved
+
+
+def _check_saved(path: str, saved, fix: str) -> None:
+    """What scoring reads besides the weights, checked before anything is built from it."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("arch_kwargs"), dict) or not MODEL_KEYS <= saved.keys():
+        raise UserError(f"{path} is not a model.pt written by trainjob (no {', '.join(sorted(MODEL_KEYS))}): {fix}")
+    classes, heads = saved["classes"], saved["arch_kwargs"].get("num_classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise UserError(f"{path} is not a model.pt written by trainjob (its classes are not a list of names): {fix}")
+    # The head is built with num_classes outputs (and load_state_dict holds its weights to that shape): a name per
+    # output, or predict names the wrong class, or none at all.
+    if not isinstance(heads, int):
+        raise UserError(f"{path} is not a model.pt written by trainjob (its arch_kwargs lack num_classes): {fix}")
+    if len(classes) != heads:
+        raise UserError(f"{path} names {len(classes)} classes but its head scores {heads}: the file was edited or "
+                        f"mixed from two models; {fix}")
+    size, norm = saved["image_size"], saved["normalization"]
+    if not isinstance(size, int) or not 8 <= size <= 1024:  # --image_size's range; bounds each decoded image
+        raise UserError(f"{path} asks for images of {size!r} pixels a side, outside trainjob's 8 to 1024: {fix}")
+    if not isinstance(norm, dict) or not all(len(norm.get(k) or ()) == 3 for k in ("mean", "std")):
+        raise UserError(f"{path} is not a model.pt written by trainjob (no per-channel mean and std): {fix}")
+
+
+def _build(path: str, saved: dict, file_size: int, fix: str):
     from trainjob.models import build_model
 
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        # Shapes first, on the meta device (no memory): a model.pt holds every weight it builds, so architecture
+        # arguments asking for far more than the file holds (a 20 GB head) are refused before they are allocated.
+        # Twice the file leaves room for weights stored in half precision.
+        with torch.device("meta"):
+            needed = sum(t.numel() * t.element_size()
+                         for t in build_model(saved["arch"], **saved["arch_kwargs"]).state_dict().values())
+        if needed > 2 * file_size:
+            raise UserError(f"{path} describes {needed / 1e6:,.0f} MB of weights but holds {file_size / 1e6:,.1f} "
+                            f"MB: it is not a model.pt written by trainjob; {fix}")
         model = build_model(saved["arch"], **saved["arch_kwargs"])
         model.load_state_dict(saved["state_dict"])
-    except FileNotFoundError:
-        raise UserError(f"no model file at {path}: pass the {contract.MODEL_FILE} a training run wrote "
-                        "(in its --output_dir)") from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a folder: pass the {contract.MODEL_FILE} inside a training run's output "
-                        "folder") from None
-    except PermissionError:
-        raise UserError(f"cannot read {path}: permission denied") from None
-    except (RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile,
-            AttributeError) as e:
-        raise UserError(f"{path} is not a model.pt written by trainjob ({type(e).__name__}): pass the "
-                        f"{contract.MODEL_FILE} from a training run's output folder") from None
-    model.eval()
-    return model, saved
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise UserError(f"{path} is not a model.pt written by trainjob ({type(e).__name__}): {fix}") from None
+    return model
 
 
 def model_in(path: str) -> str:
@@ -123,6 +164,8 @@ class Classifier:
         self.path = path
         self.precision_asked = precision != "auto"
         if Path(path).suffix.lower() == ".onnx":
+            # onnxruntime opens the path itself: a FIFO or a device would hang it, so the same checks as a model.pt
+            torchfile.open_checked(path, "ONNX file", "pass a model.onnx from train export or the model.pt").close()
             self.backend, self.precision = "onnxruntime", "fp32"
             self._session, meta = _onnx_session(path)
             self.classes, self.image_size = json.loads(meta["classes"]), int(meta["image_size"])
@@ -137,9 +180,16 @@ class Classifier:
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) uint8 -> (B, classes) float32."""
         if self.backend == "torch":
-            return probabilities(self.model, self.saved, batch, self.precision)
-        logits = self._session.run(None, {self._session.get_inputs()[0].name: batch.numpy()})[0]
-        return torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(1)
+            probs = probabilities(self.model, self.saved, batch, self.precision)
+        else:
+            logits = self._session.run(None, {self._session.get_inputs()[0].name: batch.numpy()})[0]
+            probs = torch.from_numpy(np.asarray(logits, dtype=np.float32)).softmax(1)
+        # load_model refuses a model.pt with NaN weights; a model.onnx's weights are not seen, so its scores are
+        # checked instead (a few hundred comparisons a batch), never written out as NaN.
+        if not probs.isfinite().all():
+            raise UserError(f"{self.path} gives NaN scores: its weights are NaN or infinite (the run that wrote it "
+                            "diverged, or the file was altered): retrain, and export the new model.pt")
+        return probs
 
     def describe(self) -> str:
         exported = f", exported from {self.exported_from}" if self.exported_from else ""

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from trainjob import backbones, contract
+from trainjob import backbones, contract, torchfile
 from trainjob.errors import UserError, user_errors_exit
 
 DOWNLOAD_TIMEOUT_S = 60
@@ -54,8 +54,7 @@ def fetch(name: str, folder: Path, base_url: str | None) -> Path:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{spec.weights_file}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            while block := response.read(1 << 20):
-                f.write(block)
+            _download(response, f, url)
         backbones.verified_state(spec, Path(tmp))  # sha256, then that it loads with weights_only=True
         os.replace(tmp, target)
     except (urllib.error.URLError, OSError) as e:
@@ -65,6 +64,22 @@ def fetch(name: str, folder: Path, base_url: str | None) -> Path:
         Path(tmp).unlink(missing_ok=True)
     print(f"{name}: {target} (sha256 verified)")
     return target
+
+
+def _download(response, f, url: str) -> None:
+    """response's body into f, refused past torchfile.MAX_BYTES: a server (or a --base_url mirror) that sends an
+    endless body would otherwise fill the disk; no weights file trainjob takes comes near that size."""
+    limit, declared = torchfile.MAX_BYTES, response.headers.get("Content-Length", "")
+    too_big = UserError(f"{url} sends more than {limit >> 20} MB, more than any backbone's weights: not a weights "
+                        "file; check the URL (--base_url)")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    received = 0
+    while block := response.read(1 << 20):
+        received += len(block)
+        if received > limit:
+            raise too_big
+        f.write(block)
 
 
 @user_errors_exit
