@@ -7,7 +7,8 @@
 # AZUREML_ENTRY_SCRIPT (relative to AML_APP_ROOT, the uploaded code folder). Then it starts the Azure ML inference
 # server on port 5001 (the deployment's inference_config routes) with that scoring script, or with the image's own
 # (trainjob/score.py) when there is no code configuration. WORKER_COUNT, WORKER_TIMEOUT and SCORING_TIMEOUT_MS,
-# the deployment's settings, are read by the server itself.
+# the deployment's settings, are read by the server itself (SCORING_TIMEOUT_MS stops a request only in gunicorn's
+# sync worker, not in the threaded one started here: docs/serving.md).
 # exec: the command replaces this shell as PID 1, so `docker stop`'s SIGTERM reaches Python, whose handler writes a
 # checkpoint and exits 143. (PID 1 gets no default signal actions; trainjob installs its own SIGTERM handler.)
 set -e
@@ -30,10 +31,12 @@ serve_endpoint() {
     else
         script=$(python -c 'import importlib.util; print(importlib.util.find_spec("trainjob.score").origin)')
     fi
+    # The threaded worker with header and body read timeouts that train serve runs (trainjob/serve_worker.py says
+    # why); flags the deployment sets in GUNICORN_CMD_ARGS come after it, so they win.
     # gunicorn's control socket serves gunicornc, which nothing here runs; it would go under HOME (/tmp) and log an
     # error on a read-only root. Its workers' heartbeat files go to the temp folder; on a read-only root with no
     # tmpfs only /dev/shm is writable (train serve does the same).
-    GUNICORN_CMD_ARGS="${GUNICORN_CMD_ARGS:-} --no-control-socket"
+    GUNICORN_CMD_ARGS="$(python -m trainjob.serve_worker) ${GUNICORN_CMD_ARGS:-} --no-control-socket"
     if [ ! -w "${TMPDIR:-/tmp}" ] && [ -w /dev/shm ]; then
         GUNICORN_CMD_ARGS="$GUNICORN_CMD_ARGS --worker-tmp-dir /dev/shm"
     fi

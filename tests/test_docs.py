@@ -61,5 +61,5 @@ def test_the_serve_body_limit_in_the_help_and_the_docs_is_the_one_the_code_appli
     said = f"{contract.DEFAULT_SERVE_MAX_BYTES / 1e6:g} MB"  # the docs are prose: they cannot import the constant
     assert said in serve.build_parser().format_help()
     for page in (ROOT / "README.md", ROOT / "docs" / "serving.md"):
-        [line] = [ln for ln in page.read_text().splitlines() if contract.ENV_SERVE_MAX_BYTES in ln]
-        assert said in line, (page.name, line)
+        lines = [ln for ln in page.read_text().splitlines() if contract.ENV_SERVE_MAX_BYTES in ln]
+        assert any(said in ln for ln in lines), (page.name, lines)  # where the default is given, it is this one

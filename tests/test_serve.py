@@ -58,9 +58,13 @@ def test_several_images_as_json(server, trained_models):
     (b"just some text, not a picture", "image/jpeg", 400, "not an image"),
     (png_claiming_size(40_000, 40_000), "image/png", 400, "decompression bomb"),
     (b"\0" * 300_000, "image/png", 413, "over the 200000-byte limit"),
-    (b'{"images": "not a list"}', "application/json", 400, "non-empty list of base64"),
-    (b'{"images": ["%%%"]}', "application/json", 400, "must be base64"),
+    (b'{"images": "not a list"}', "application/json", 400, "\"images\" is a string, not a list"),
+    (b'{"images": []}', "application/json", 400, "holds 0 images: send 1 to 64"),
+    (json.dumps({"images": ["aGVsbG8="] * 65}).encode(), "application/json", 400, "holds 65 images"),
+    (b'{"images": ["%%%"]}', "application/json", 400, "images[0] is not base64"),
+    (b'{"images": ["aGVsbG8="]}', "application/json", 400, "images[0]: not an image"),
     (b"{not json", "application/json", 400, "not valid JSON"),
+    (b"[" * 100_000, "application/json", 400, "nested deeper than 8 levels"),  # was a RecursionError: 500
 ])
 def test_garbage_is_refused_with_a_reason_and_the_server_keeps_serving(server, trained_models, body, content_type,
                                                                        status, reason):
