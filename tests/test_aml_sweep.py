@@ -144,6 +144,39 @@ def test_the_trainer_takes_the_learning_rate_as_its_log10_but_not_both(tmp_path)
     assert_user_error(nan, "--log10_learning_rate must be between -10 and 1")
 
 
+def test_a_trial_budget_reaches_every_trial_and_the_trial_timeout_sits_above_it(scripts, capsys):
+    from trainjob.config import parse_args
+
+    job, spec = dry_sweep(scripts, "--trial_budget", "600", "--", "--recipe", "fast")
+    timeout = job.limits.trial_timeout  # the SweepJob as load_job reads the YAML back
+    assert spec["limits"]["trial_timeout"] == timeout
+    assert 600 * 1.03 + 300 <= timeout <= job.limits.timeout, "room for the node to start the trial, within the sweep"
+    words = job.trial.command.split()
+    assert words[words.index("--time_budget") + 1] == "600" and "--epochs" not in words
+    assert spec["tags"]["trainjob.trial_budget"] == "600"
+    assert "each trial 600 s, timeout" in capsys.readouterr().out
+    # The trainer reads the trial's flags as a 600 s budget for the fast recipe.
+    flags = [w for w in words[1:] if "${{" not in w]
+    cfg = parse_args(["--demo", *flags[flags.index("--recipe"):]], environ={})
+    assert (cfg.recipe, cfg.time_budget) == ("fast", 600.0)
+    plain, _ = dry_sweep(scripts)
+    assert plain.limits.trial_timeout is None and "--time_budget" not in plain.trial.command
+
+
+def test_a_trial_budget_is_refused_with_epochs_or_beyond_the_sweeps_own_timeout(scripts, capsys):
+    import common
+
+    def refused(*argv: str) -> str:
+        code = common.run_main(scripts.sweep.main, ["--dry-run", "--config", "none.json", "--tag", "abc1234", *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        return err
+
+    assert "leave --epochs out" in refused("--trial_budget", "600", "--", "--recipe", "fast", "--epochs", "4")
+    assert "raise --timeout-minutes" in refused("--trial_budget", "3600", "--timeout-minutes", "30")
+    assert "positive number of seconds" in refused("--trial_budget", "-1")
+
+
 # --- register the best trial --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mlflow_trials(tmp_path_factory):

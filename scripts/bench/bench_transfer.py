@@ -10,6 +10,7 @@ empty feature cache; the warm run is the same command into a new output folder w
     make bench-transfer ARGS="--seeds 0,1,2"     ... the transfer runs over three held-out splits
     make bench-transfer ARGS="--dataset cifar10 -- --image_size 128"   CIFAR-10 (flags after -- go to transfer)
     make bench-transfer ARGS="--memory 12000"    peak RSS of a frozen run on 12,000 generated 320 px JPEGs
+    make bench-transfer ARGS="--time_budget 60"  the transfer runs to train's --time_budget: their epochs planned
 """
 
 import argparse
@@ -58,13 +59,17 @@ def run_case(name: str, flags: list[str], work: Path, env: dict) -> dict:
     print(f"$ {' '.join(cmd)}", flush=True)
     result = timed_run(cmd, work / f"{name}.log", env)
     summary = json.loads((out / "summary.json").read_text())
-    return {"name": name, **result, "accuracy": summary["test_accuracy"], "rate": extraction_rate(result["log"])}
+    budget = summary.get("time_budget")
+    return {"name": name, **result, "accuracy": summary["test_accuracy"], "rate": extraction_rate(result["log"]),
+            "epochs": summary["epochs"], "budget": f"{result['wall'] / budget['seconds'] - 1:+.1%}" if budget else "-"}
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'run':<34}{'test acc':>10}{'wall s':>9}{'extract img/s':>15}{'peak RSS MB':>13}")
+    print(f"\n{'run':<34}{'test acc':>10}{'wall s':>9}{'epochs':>7}{'vs budget':>10}{'extract img/s':>15}"
+          f"{'peak RSS MB':>13}")
     for r in rows:
-        print(f"{r['name']:<34}{r['accuracy']:10.2%}{r['wall']:9.1f}{r['rate']:>15}{r['rss_mb']:13.0f}")
+        print(f"{r['name']:<34}{r['accuracy']:10.2%}{r['wall']:9.1f}{r['epochs']:7d}{r['budget']:>10}{r['rate']:>15}"
+              f"{r['rss_mb']:13.0f}")
 
 
 def generated_jpegs(folder: Path, n: int) -> Path:
@@ -92,8 +97,12 @@ def main() -> None:
     p.add_argument("--skip_finetune", action="store_true", help="leave out the --finetune run")
     p.add_argument("--memory", type=int, metavar="N", help="only measure a frozen run on N generated JPEGs")
     p.add_argument("--keep", action="store_true", help="keep the output folders and logs")
+    p.add_argument("--time_budget", type=float, metavar="SECONDS", help="train's --time_budget for the transfer "
+                   "runs: each plans the epochs of its head (or fine-tuning) to end within it")
     p.add_argument("train_args", nargs="*", help="more flags for the transfer runs, after --")
     args = p.parse_args()
+    if args.time_budget:
+        args.train_args = ["--time_budget", f"{args.time_budget:g}", *args.train_args]
     work = Path(tempfile.mkdtemp(prefix="trainjob-bench-transfer-"))
     env = {**os.environ, "TRAINJOB_CACHE_DIR": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
     load_before = uptime()

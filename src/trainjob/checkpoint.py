@@ -34,7 +34,9 @@ class Checkpoints:
         return self.dir / LATEST
 
     def save(self, state: dict) -> Path:
-        """Write state as the newest checkpoint; the one it replaces becomes the previous good one."""
+        """Write state as the newest checkpoint; the one it replaces becomes the previous good one. On a full disk
+        (DiskFull) latest.pt is then absent and previous.pt the last good one, which find() takes: renamed first, it
+        needs no space, where writing the new one beside both would need room for three checkpoints."""
         beat()
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.latest.exists():

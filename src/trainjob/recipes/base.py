@@ -32,9 +32,11 @@ class Recipe:
     bf16: ClassVar[bool] = False  # whether --precision bf16 (autocast) applies; the others refuse it
 
     def __init__(self, cfg, num_classes: int, image_size: int, steps_per_epoch: int, device: torch.device,
-                 wrap: Callable[[nn.Module], nn.Module] = lambda m: m):
+                 wrap: Callable[[nn.Module], nn.Module] = lambda m: m, plan=None):
+        """plan: the budget.Plan a --time_budget chose (cfg.epochs is its epochs by then); None: the recipe's own."""
         self.cfg = cfg
         self.device = device
+        self.plan = plan
         self.arch_kwargs = {"num_classes": num_classes, "image_size": image_size, **self.arch_options(cfg)}
         self.model = build_model(self.arch, **self.arch_kwargs).to(device)
         self.train_model = wrap(self.trainable())  # the DistributedDataParallel wrapper under torchrun, else as is
@@ -67,6 +69,15 @@ class Recipe:
         """One optimisation step on a (B, 3, H, W) uint8 batch whose images have these training-set indices;
         returns the detached mean loss (0-d)."""
         raise NotImplementedError
+
+    def timing_points(self) -> dict[str, int]:
+        """The steps calibrate.py times before a --time_budget plans, one per kind of step that costs differently:
+        {budget.Rates field: step}. One kind here: every step costs the same."""
+        return {"step": 0}
+
+    def skip_to(self, step: int) -> None:
+        """Move the schedule to step without training: calibrate.py times a later kind of step on a throwaway
+        copy of the recipe. Nothing here: the step does not depend on where the schedule stands."""
 
     @torch.inference_mode()
     def eval_logits(self, images: torch.Tensor) -> torch.Tensor:

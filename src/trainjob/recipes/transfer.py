@@ -106,8 +106,8 @@ class TransferRecipe(Recipe):
                                 image_root=cfg.image_root)
 
     # --- the model ---
-    def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m):
-        super().__init__(cfg, num_classes, image_size, steps_per_epoch, device, wrap)
+    def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m, plan=None):
+        super().__init__(cfg, num_classes, image_size, steps_per_epoch, device, wrap, plan)
         trunk, tail, self.facts = pretrained(cfg.backbone, cfg.weights, cfg.weights_sha256)
         self.model.trunk.load_state_dict(trunk.state_dict())
         self.model.tail.load_state_dict(tail.state_dict())

@@ -39,8 +39,8 @@ class TutorialRecipe(Recipe):
         # synchronisation than it saves, and is many times slower when another process shares the cores.
         return 1 if cfg.batch_size < SMALL_BATCH else None
 
-    def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m):
-        super().__init__(cfg, num_classes, image_size, steps_per_epoch, device, wrap)
+    def __init__(self, cfg, num_classes, image_size, steps_per_epoch, device, wrap=lambda m: m, plan=None):
+        super().__init__(cfg, num_classes, image_size, steps_per_epoch, device, wrap, plan)
         small_batch = cfg.batch_size < SMALL_BATCH
         if small_batch:
             torch.backends.mkldnn.enabled = False  # process-wide: this process trains one recipe
