@@ -68,13 +68,13 @@ lint: venv ## Lint the Python code (ruff) and the Dockerfile (hadolint, warning 
 bench: venv ## Time the tutorial's original script against trainjob's same recipe on the real CIFAR-10 (ARGS="--repeats 3": medians).
 	$(PY) scripts/bench/bench_tutorial.py $(ARGS)
 
-bench-fast: venv ## Train the fast recipe on the real CIFAR-10 and report time, accuracy and throughput.
+bench-fast: venv ## Train the fast recipe on the real CIFAR-10 and report time, accuracy and throughput (ARGS="--time_budget 600 --seeds 0,1,2": to a budget).
 	$(PY) scripts/bench/bench_fast.py $(ARGS)
 
 bench-transfer: venv ## Pretrained transfer (frozen, warm cache, fine-tuned) against the fast recipe on real photos.
 	$(PY) scripts/bench/bench_transfer.py $(ARGS)
 
-bench-serve: venv ## Requests/s and p50/p99 latency of `train serve` (concurrency 1 and 4) against `train predict`, tutorial and transfer models.
+bench-serve: venv ## Requests/s and p50/p99 latency of `train serve` (concurrency 1 and 4) against `train predict`, tutorial and transfer models; a hostile row (50 slow, 200 idle clients).
 	$(PY) scripts/bench/bench_serve.py $(ARGS)
 
 bench-predict: venv ## Images/s and peak RSS of `train predict --output` (tutorial, fast, transfer; torch and ONNX) on 10,000+ real photos, against the bare model forward and `train serve`.
