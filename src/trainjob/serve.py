@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     served = snapshot(args.model)
-    load_model(served)  # a wrong path is one line now, not a traceback from each server worker
+    try:
+        load_model(served)  # a wrong path is one line now, not a traceback from each server worker
+    except UserError as e:
+        raise UserError(str(e).replace(served, args.model)) from None  # the user's path, not the copy's
     check_port_free(args.host, args.port)
     try:
         import azureml_inference_server_http  # noqa: F401 - run_server's, checked before the model is loaded
