@@ -29,7 +29,6 @@ DECODING_SHARE = 0.85
 # Of the budget, what the rest of the run needs besides extraction: start-up and this measurement are counted as
 # they happen; the head's epochs, the evaluation and the outputs take 5-10 s on photos20, planned by budget.py later.
 REST_SECONDS = 15.0
-MARGIN = 0.03  # as budget.MARGIN: a host's speed drifts by a few % within a run
 
 
 def left_to_budget(cfg) -> bool:
@@ -57,7 +56,7 @@ def choose(cfg, images: int, started: float, log, saved_config: dict | None = No
         return
     from trainjob.backbone_rates import extraction_rate
 
-    available = cfg.time_budget * (1 - MARGIN) - REST_SECONDS
+    available = cfg.time_budget * (1 - budget.MARGIN) - REST_SECONDS
     needed = {}
     for backbone, size in CHOICES:
         rate = extraction_rate(backbone, size, finetune=bool(cfg.finetune), precision=cfg.precision)
@@ -68,7 +67,7 @@ def choose(cfg, images: int, started: float, log, saved_config: dict | None = No
             cfg.backbone, cfg.image_size = backbone, size
             return
     fastest = min(needed.values())
-    smallest = (time.monotonic() - started + fastest + REST_SECONDS) / (1 - MARGIN)
+    smallest = (time.monotonic() - started + fastest + REST_SECONDS) / (1 - budget.MARGIN)
     raise UserError(f"a time budget of {cfg.time_budget:g} s is too small to extract the features of {images} images "
                     f"(about {fastest:.0f} s with the fastest backbone here): pass --time_budget {smallest:.0f} or "
                     "more, or fewer images")
