@@ -3,10 +3,10 @@
 scores on photos20: the figures a time budget for `--recipe transfer` picks a backbone, a size and --finetune from.
 
 The rate is trainjob.backbone_rates.extraction_rate, in this process: the network work of extraction (normalise,
-forward in bf16 where the CPU has it, float16 rows), on chunks of 32 random images after a warm-up chunk; --repeat
-takes the best of several measurements (this machine is shared). With --train each case also runs as the real CLI
-(`train --recipe transfer`, 20 % of each class held out, an empty feature cache), for its wall time, test accuracy
-and the rate its log reports (decoding included).
+forward in bf16 where the CPU has it, float16 rows), in passes of features.PASS random images after a warm-up pass;
+--repeat takes the best of several measurements (this machine is shared). With --train each case also runs as the
+real CLI (`train --recipe transfer`, 20 % of each class held out, an empty feature cache), for its wall time, test
+accuracy and the rate its log reports (decoding included).
 
     python scripts/bench/backbone_rates.py                       rates of the default cases
     python scripts/bench/backbone_rates.py --train               ... and a cold run of each on photos20

@@ -1,10 +1,10 @@
 """How fast a backbone turns images into features on this machine: what a time budget for `--recipe transfer` is
 planned from.
 
-`encoder` builds the two steps feature extraction runs per chunk (features.py): `prepare` (uint8 pixels ->
+`encoder` builds the two steps feature extraction runs per forward pass (features.py): `prepare` (uint8 pixels ->
 normalised, channels-last floats) and `encode` (the frozen network under bf16 autocast where the CPU has it: the
 whole backbone, or its trunk alone for --finetune, whose last stage then runs at every training step instead).
-`extraction_rate` times those two on chunks of random pixels of the real size, after one warm-up chunk (oneDNN
+`extraction_rate` times those two on passes of random pixels of the real size, after one warm-up pass (oneDNN
 builds its kernels and reorders the weights there).
 
 It times the network only: decoding runs in threads beside it (prefetch.py) and costs extra where the CPU is
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from trainjob import backbones
-from trainjob.features import CHUNK
+from trainjob.features import PASS
 from trainjob.preprocess import normalize
 from trainjob.runtime import choose_precision
 
@@ -45,15 +45,15 @@ def encoder(trunk: nn.Module, tail: nn.Module, *, finetune: bool, precision: str
 
 @torch.inference_mode()
 def extraction_rate(backbone: str, image_size: int, *, finetune: bool = False, precision: str = "auto",
-                    device: torch.device | None = None, batches: int = 3, parts: tuple | None = None,
-                    chunk: int = CHUNK) -> float:
+                    device: torch.device | None = None, batches: int = 5, parts: tuple | None = None,
+                    chunk: int = PASS) -> float:
     """Images per second of feature extraction's network work for this backbone at image_size pixels a side.
 
     Measured here and now: one warm-up chunk of `chunk` random images, then `batches` timed ones (each ends in
     float16 rows on the CPU, as extraction stores them); the rate of the median one. parts: the (trunk, tail) to
     time, if already built; else a randomly initialised copy (the work does not depend on the weights, and no
-    weights file is needed). chunk: images per pass, extraction's own by default (on the Zen 4 host 8 ran about
-    twice as fast as 32 at 224-260 px). Cost: (batches + 1) chunks plus building the network: ~1-2 s there."""
+    weights file is needed). chunk: images per pass, extraction's own (features.PASS) by default. Cost: (batches + 1)
+    passes plus building the network: ~1-2 s on the Zen 4 host."""
     device = device or torch.device("cpu")
     trunk, tail = parts if parts is not None else backbones.build_parts(backbone)
     encode, prepare = encoder(trunk, tail, finetune=finetune, precision=choose_precision(precision, device),

@@ -144,12 +144,8 @@ def plan_tutorial(shape: Shape) -> list[tuple[Plan, float]]:
 
 def plan_transfer(shape: Shape) -> list[tuple[Plan, float]]:
     """--recipe transfer: the epochs of the head (with --finetune, of the last stage and the head; one step costs
-    what the measurement found either way), up to the recipe's default; worth = epochs.
-
-    The backbone and --image_size stay the run's own. A budget that also picks them (say, a smaller backbone or a
-    lower resolution when extracting the folder would not fit) plugs in here: it needs each candidate's extraction
-    rate and the image count before anything is decoded, so that part must run before load_data, and the
-    candidates here then come from each choice's predicted extraction time."""
+    what the measurement found either way), up to the recipe's default; worth = epochs. The backbone and
+    --image_size were fixed before the features were extracted (by the user, or by transfer_budget.py)."""
     return [(Plan(e), e) for e in range(1, shape.default_epochs + 1)]
 
 
