@@ -392,3 +392,30 @@ def test_a_cache_that_cannot_be_written_is_a_log_line_not_an_error(tmp_path):
     assert lines[0].endswith("); the next run decodes again")
     assert lines[1].startswith(f"cache: could not write {missing}/features-") and lines[1].endswith("extracts again")
     assert len(lines) == 2, "no 'features cached' line for a cache that was not written"
+
+
+def test_extraction_stores_chunks_of_32_but_runs_the_network_in_smaller_passes(tmp_path):
+    """features.py: a chunk (the stored unit) goes through encode pass_images at a time, rows in the images' order."""
+    import torch
+
+    from trainjob.data.dataset import Dataset, Split
+    from trainjob.environment import Distributed
+    from trainjob.features import CHUNK, FeatureExtractor
+
+    passes = []
+
+    def encode(x):
+        passes.append(len(x))
+        return x.mean(dim=(2, 3))
+
+    pixels = torch.randint(0, 256, (70, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    dataset = Dataset(train=Split(pixels[:45], torch.zeros(45, dtype=torch.long)),
+                      test=Split(pixels[45:], torch.zeros(25, dtype=torch.long)), classes=["a"], format="synthetic",
+                      source="generated", test_split="test")
+    extractor = FeatureExtractor(encode, lambda p: p.float(), image_size=4, settings="mean colour",
+                                 chunk_dir=tmp_path, cache_dir=None, d=Distributed(), log=lambda _line: None,
+                                 pass_images=8)
+    found = extractor.for_dataset(dataset)
+    assert passes == [8, 8, 8, 8, 8, 5] + [8, 8, 8, 1], "chunks of 32 (45 = 32 + 13, 25), each in passes of 8"
+    assert torch.equal(found.train.inputs, pixels[:45].float().mean(dim=(2, 3)).to(torch.float16))
+    assert len(list(extractor.store.chunk_dir.glob("chunk-*.npz"))) == 1 and CHUNK == 32  # the test split's one chunk

@@ -3,7 +3,7 @@
 scores on photos20: the figures a time budget for `--recipe transfer` picks a backbone, a size and --finetune from.
 
 The rate is trainjob.backbone_rates.extraction_rate, in this process: the network work of extraction (normalise,
-forward in bf16 where the CPU has it, float16 rows), in passes of features.PASS random images after a warm-up pass;
+forward in bf16 where the CPU has it, float16 rows), in passes of features.CPU_PASS random images after a warm-up pass;
 --repeat takes the best of several measurements (this machine is shared). With --train each case also runs as the
 real CLI (`train --recipe transfer`, 20 % of each class held out, an empty feature cache), for its wall time, test
 accuracy and the rate its log reports (decoding included).

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from trainjob import backbones
-from trainjob.features import PASS
+from trainjob.features import pass_size
 from trainjob.preprocess import normalize
 from trainjob.runtime import choose_precision
 
@@ -46,15 +46,16 @@ def encoder(trunk: nn.Module, tail: nn.Module, *, finetune: bool, precision: str
 @torch.inference_mode()
 def extraction_rate(backbone: str, image_size: int, *, finetune: bool = False, precision: str = "auto",
                     device: torch.device | None = None, batches: int = 5, parts: tuple | None = None,
-                    chunk: int = PASS) -> float:
+                    chunk: int | None = None) -> float:
     """Images per second of feature extraction's network work for this backbone at image_size pixels a side.
 
     Measured here and now: one warm-up chunk of `chunk` random images, then `batches` timed ones (each ends in
     float16 rows on the CPU, as extraction stores them); the rate of the median one. parts: the (trunk, tail) to
     time, if already built; else a randomly initialised copy (the work does not depend on the weights, and no
-    weights file is needed). chunk: images per pass, extraction's own (features.PASS) by default. Cost: (batches + 1)
-    passes plus building the network: ~1-2 s on the Zen 4 host."""
+    weights file is needed). chunk: images per pass, extraction's own on device (features.pass_size) by default.
+    Cost: (batches + 1) passes plus building the network: ~1-2 s on the Zen 4 host."""
     device = device or torch.device("cpu")
+    chunk = chunk or pass_size(device)
     trunk, tail = parts if parts is not None else backbones.build_parts(backbone)
     encode, prepare = encoder(trunk, tail, finetune=finetune, precision=choose_precision(precision, device),
                               device=device)

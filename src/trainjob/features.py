@@ -31,10 +31,16 @@ from trainjob.progress import Progress
 FEATURE_VERSION = 1  # bump when what a row holds changes, so stored features are never misread
 # Images decoded, stored and resumed as one unit (a file in checkpoints/): the work a SIGKILL loses.
 CHUNK = 32
-# Images per forward pass through the backbone, CHUNK / PASS passes a chunk. Small passes keep a pass's activations
-# in the CPU's caches: on 2 cores in bf16 (Zen 4 host), Lite2 encoded 155 images/s in passes of 8 against 100 in
-# passes of 16 or 32 and 90 in 64 at 224 px, and 285 against 165 (32) at 192 px (scripts/bench/backbone_rates.py).
-PASS = 8
+# Images per forward pass through the backbone on a CPU, CHUNK / CPU_PASS passes a chunk. Small passes keep a pass's
+# activations in the CPU's caches: on 2 cores in bf16 (Zen 4 host), Lite2 encoded 155 images/s in passes of 8
+# against 100 in passes of 16 or 32 and 90 in 64 at 224 px, and 285 against 165 (32) at 192 px
+# (scripts/bench/backbone_rates.py). A GPU wants the opposite (not measured here): it gets the whole chunk.
+CPU_PASS = 8
+
+
+def pass_size(device: torch.device) -> int:
+    """Images per forward pass of extraction on device."""
+    return CPU_PASS if device.type == "cpu" else CHUNK
 
 
 class FeatureStore:
@@ -72,9 +78,11 @@ class FeatureExtractor:
 
     def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor], prepare: Callable[[torch.Tensor], torch.Tensor],
                  *, image_size: int, settings: str, chunk_dir: Path, cache_dir: Path | None,
-                 d: Distributed, log: Callable[[str], None], progress: str = "auto"):
-        """progress: the --progress mode of the extraction display (shown by the main rank only)."""
+                 d: Distributed, log: Callable[[str], None], progress: str = "auto", pass_images: int = CPU_PASS):
+        """progress: the --progress mode of the extraction display (shown by the main rank only); pass_images: images
+        per forward pass (pass_size)."""
         self.encode, self.prepare = encode, prepare  # prepare: (B, 3, S, S) uint8 -> the backbone's float input
+        self.pass_images = pass_images
         self.image_size, self.settings, self.progress = image_size, settings, progress
         self.chunk_dir, self.cache_dir, self.d, self.log = chunk_dir, cache_dir, d, log
         self.store: FeatureStore | None = None  # of the last extraction
@@ -172,9 +180,9 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def _encode(self, pixels: torch.Tensor) -> np.ndarray:
-        """(k, 3, S, S) uint8 -> (k, ...) float16, PASS images a forward pass."""
-        return np.concatenate([self.encode(self.prepare(part)).float().to(torch.float16).numpy()
-                               for part in pixels.split(PASS)])
+        """(k, 3, S, S) uint8 -> (k, ...) float16, pass_images a forward pass."""
+        return np.concatenate([self.encode(self.prepare(part)).float().to(torch.float16).cpu().numpy()
+                               for part in pixels.split(self.pass_images)])
 
 
 class _Found:

@@ -22,7 +22,7 @@ from torch import nn
 from trainjob import backbones
 from trainjob.data import load_dataset
 from trainjob.data.cache import resolve_cache_dir
-from trainjob.features import FeatureExtractor
+from trainjob.features import FeatureExtractor, pass_size
 from trainjob.preprocess import normalize
 from trainjob.recipes.base import Recipe
 from trainjob.runtime import choose_precision
@@ -98,7 +98,7 @@ class TransferRecipe(Recipe):
         extractor = FeatureExtractor(encode, prepare, image_size=cfg.image_size, settings=settings,
                                      chunk_dir=ctx.checkpoint_dir,
                                      cache_dir=resolve_cache_dir(cfg.cache_dir, data_root, ctx.log), d=ctx.d,
-                                     log=ctx.log, progress=ctx.progress)
+                                     log=ctx.log, progress=ctx.progress, pass_images=pass_size(device))
         with ctx.stop.keeping(f"the features extracted so far are kept in {ctx.checkpoint_dir}"):
             return load_dataset(cfg.data_path, image_size=cfg.image_size, val_fraction=cfg.val_fraction,
                                 seed=cfg.seed, cache_dir=cfg.cache_dir, demo=cfg.demo, log=ctx.log,
