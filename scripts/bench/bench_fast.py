@@ -47,18 +47,26 @@ def uptime() -> str:
         return "load average: {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
 
 
-def host() -> str:
-    """Which of the hosts docs/benchmarks.md names this is, from /proc/cpuinfo's flags, and its CPU."""
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (none where it cannot be read)."""
     try:
-        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split(":", 1)[1].split())
+        return set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                        if line.startswith("flags")).split(":", 1)[1].split())
     except (OSError, StopIteration):
-        flags = set()
-    model = cpu_model()
-    name = ("AMX host" if "amx_tile" in flags else "Zen 4 host" if "avx512_bf16" in flags and "AMD" in model
+        return set()
+
+
+def host_name(flags: set[str], model: str) -> str:
+    """Which of the hosts docs/benchmarks.md names this is."""
+    return ("AMX host" if "amx_tile" in flags else "Zen 4 host" if "avx512_bf16" in flags and "AMD" in model
             else "AVX2 host" if "avx2" in flags and "avx512f" not in flags else "other host")
+
+
+def host() -> str:
+    """Which of the hosts docs/benchmarks.md names this is, its CPU and its native bf16 flags."""
+    flags, model = cpu_flags(), cpu_model()
     native = [f for f in ("amx_bf16", "amx_tile", "avx512_bf16") if f in flags]
-    return f"{name}: {model}, {os.cpu_count()} CPUs, native bf16: {', '.join(native) or 'none'}"
+    return f"{host_name(flags, model)}: {model}, {os.cpu_count()} CPUs, native bf16: {', '.join(native) or 'none'}"
 
 
 def train_command() -> list[str]:

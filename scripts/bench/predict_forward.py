@@ -23,22 +23,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
-from bench.bench_fast import cpu_model  # noqa: E402
+from bench.bench_fast import cpu_flags, cpu_model, host_name  # noqa: E402
 
 NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def host_facts() -> dict:
     """The CPU's name, its cores and which native bf16 paths it has (what --precision auto decides on)."""
-    try:
-        words = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        words = set()
-    flags = [f for f in NATIVE_BF16 if f in words]
-    zen4 = "avx512_bf16" in words and "AMD" in cpu_model()
-    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "bf16_flags": flags,
-            "host": "Zen 4 host" if zen4 else "AVX2 host" if "avx2" in words and not flags else "other host"}
+    words, model = cpu_flags(), cpu_model()
+    return {"cpu": model, "cpus": os.cpu_count(), "bf16_flags": [f for f in NATIVE_BF16 if f in words],
+            "host": host_name(words, model)}
 
 
 def decoded_chunks(classifier, folder: Path, images: int, chunk: int) -> list:
