@@ -30,6 +30,12 @@ def run_train(*args: str, cwd: Path | None = None, env: dict | None = None, time
                           timeout=timeout, check=False)
 
 
+def run_torchrun(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m trainjob ARGS` as two processes on this machine under torchrun (gloo), like run_train."""
+    return run_train("--standalone", "--nproc_per_node", "2", "-m", "trainjob", *args, env=env, timeout=timeout,
+                     command=[sys.executable, "-m", "torch.distributed.run"])
+
+
 def checkout_revision() -> str | None:
     """This checkout's commit as git itself says it (the oracle for trainjob.version), "-dirty" when tracked files
     changed; None where there is no git or no checkout."""

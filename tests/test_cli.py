@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import REPO, assert_user_error, cli_env, run_train, summary, weights
+from cli_runner import REPO, assert_user_error, cli_env, run_torchrun, run_train, summary, weights
 from datagen import write_cifar_batches, write_cifar_tar, write_image_folders
 
 QUICK = ["--log_interval", "25", "--progress", "lines"]
@@ -166,9 +166,8 @@ def test_internal_error_keeps_traceback_and_exit_1(cifar, tmp_path):
 @pytest.mark.slow
 def test_two_processes_under_torchrun(cifar, tmp_path):
     out = tmp_path / "o"
-    result = run_train("--standalone", "--nproc_per_node", "2", "-m", "trainjob", "--data_path", cifar,
-                       "--output_dir", out, "--epochs", "3", "--learning_rate", "0.01", "--log_interval", "25",
-                       command=[sys.executable, "-m", "torch.distributed.run"], timeout=600)
+    result = run_torchrun("--data_path", cifar, "--output_dir", out, "--epochs", "3", "--learning_rate", "0.01",
+                          "--log_interval", "25")
     assert result.returncode == 0, result.stderr[-3000:]
     s = summary(out)
     assert s["world_size"] == 2 and s["test_accuracy"] > 0.3  # chance is 0.1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import REPO, cli_env, run_train, summary, weights
+from cli_runner import REPO, cli_env, run_torchrun, run_train, summary, weights
 from datagen import write_image_folders
 
 CLASSES = ("red", "green", "blue", "grey")
@@ -129,9 +129,8 @@ def test_sigterm_during_feature_extraction_keeps_the_chunks_and_the_rerun_ends_a
 @pytest.mark.slow
 def test_two_processes_under_torchrun_split_the_extraction(folders, tmp_path):
     out = tmp_path / "o"
-    result = run_train("--standalone", "--nproc_per_node", "2", "-m", "trainjob", "--recipe", "transfer",
-                       "--data_path", folders, "--output_dir", out, "--image_size", "64", "--epochs", "8",
-                       command=[sys.executable, "-m", "torch.distributed.run"], timeout=600)
+    result = run_torchrun("--recipe", "transfer", "--data_path", folders, "--output_dir", out, "--image_size", "64",
+                          "--epochs", "8")
     assert result.returncode == 0, result.stderr[-3000:]
     s = summary(out)
     assert s["world_size"] == 2 and s["test_accuracy"] >= 0.75

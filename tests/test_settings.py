@@ -1,10 +1,9 @@
 """The contract's environment variables are checked once, as each command starts: a bad value is one line naming
 the variable, the value and the fix, exit 2, before any work; every value Azure ML sets passes. The real CLI."""
 
-import sys
 
 import pytest
-from cli_runner import assert_user_error, cli_env, run_train
+from cli_runner import assert_user_error, cli_env, run_torchrun, run_train
 
 from trainjob import contract, settings
 from trainjob.errors import UserError
@@ -136,9 +135,8 @@ def test_a_command_with_good_azure_values_runs(tmp_path):
 @pytest.mark.slow
 def test_each_torchrun_rank_checks_its_environment(tmp_path):
     """Every rank reads the environment torchrun gives it and stops at its start, before joining the others."""
-    result = run_train("--standalone", "--nproc_per_node", "2", "-m", "trainjob", "--demo", "--epochs", "1",
-                       "--output_dir", tmp_path / "o", command=[sys.executable, "-m", "torch.distributed.run"],
-                       env=cli_env(TRAINJOB_SERVE_MAX_BYTES="lots"), timeout=300)
+    result = run_torchrun("--demo", "--epochs", "1", "--output_dir", tmp_path / "o",
+                          env=cli_env(TRAINJOB_SERVE_MAX_BYTES="lots"), timeout=300)
     assert result.returncode != 0
     stopped = [line for line in result.stderr.splitlines()
                if line.startswith("error: environment variable TRAINJOB_SERVE_MAX_BYTES='lots'")]

@@ -15,7 +15,7 @@ import time
 
 import pytest
 import torch
-from cli_runner import REPO, assert_user_error, cli_env, run_train, summary, weights
+from cli_runner import REPO, assert_user_error, cli_env, run_torchrun, run_train, summary, weights
 from datagen import write_cifar_batches
 
 from trainjob import budget
@@ -228,9 +228,8 @@ def test_fast_recipe_sigterm_then_the_same_command_keeps_the_plan_and_ends_bit_i
 def test_two_processes_under_torchrun_plan_alike(tmp_path):
     data = write_cifar_batches(tmp_path / "data", n_train=400, n_test=100)
     out = tmp_path / "o"
-    result = run_train("--standalone", "--nproc_per_node", "2", "-m", "trainjob", "--data_path", data,
-                       "--output_dir", out, "--time_budget", "90", "--progress", "off", "--log_interval", "25",
-                       command=[sys.executable, "-m", "torch.distributed.run"], timeout=600)
+    result = run_torchrun("--data_path", data, "--output_dir", out, "--time_budget", "90", "--progress", "off",
+                          "--log_interval", "25")
     assert result.returncode == 0, result.stderr[-3000:]
     s = summary(out)
     assert s["world_size"] == 2 and s["time_budget"]["plan"]["epochs"] == s["epochs"] == len(s["history"])
