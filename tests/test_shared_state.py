@@ -91,27 +91,39 @@ def no_temp_files(folder: Path) -> bool:
     return not [p for p in folder.rglob("*") if p.name.endswith((".tmp", ".partial"))]
 
 
+def two_runs_on_one_cache(tmp_path: Path, running, data: Path, making: str, waiting: str, *flags):
+    """Train into a/ and b/ with one --cache_dir: the first paused on its line `making` (holding the entry's lock),
+    the second started and shown `waiting`. Returns (first, second, the cache folder, the second's waiting line)."""
+    cache = tmp_path / "cache"
+    env = cli_env(TRAINJOB_CACHE_DIR=str(cache))
+    first = running(*train_args(data, tmp_path / "a", *flags), env=env)
+    first.wait_for(making)
+    first.pause()
+    second = running(*train_args(data, tmp_path / "b", *flags), env=env)
+    return first, second, cache, second.wait_for(waiting)
+
+
+def the_one_entry(cache: Path, pattern: str) -> dict:
+    """The arrays of the cache's only entry matching pattern, with no temporary file left beside it."""
+    (entry,) = cache.glob(pattern)
+    assert no_temp_files(cache)
+    with np.load(entry, allow_pickle=False) as arrays:
+        return dict(arrays)
+
+
 # --- two runs sharing one --cache_dir ---------------------------------------------------------------------------------
 def test_two_runs_sharing_a_cache_folder_decode_the_images_once(tmp_path, running):
     """200 images of 320 px take the first run a second or more to decode, with the cache's lock held."""
     data = write_image_folders(tmp_path / "data", per_class_train=60, per_class_test=7, size=(320, 320))
-    cache = tmp_path / "cache"
-    env = cli_env(TRAINJOB_CACHE_DIR=str(cache))
-    first = running(*train_args(data, tmp_path / "a"), env=env)
-    first.wait_for("decoding 201 images")
-    first.pause()  # inside the decode, holding the entry's lock
-    second = running(*train_args(data, tmp_path / "b"), env=env)
-    waiting = second.wait_for("cache: another run is decoding the same images into")
+    first, second, cache, waiting = two_runs_on_one_cache(tmp_path, running, data, "decoding 201 images",
+                                                          "cache: another run is decoding the same images into")
     assert waiting.endswith("; waiting for it")
     first.resume()
     assert first.finish() == 0, first.output()[-3000:]
     assert second.finish() == 0, second.output()[-3000:]
     assert "cache written" in first.output()
     assert "cache hit" in second.output() and "decoding 201 images" not in second.output()
-    (entry,) = cache.glob("images-*.npz")
-    with np.load(entry, allow_pickle=False) as arrays:
-        assert arrays["images"].shape == (201, 3, 32, 32)
-    assert no_temp_files(cache)
+    assert the_one_entry(cache, "images-*.npz")["images"].shape == (201, 3, 32, 32)
     summaries = [json.loads((tmp_path / out / "summary.json").read_text()) for out in ("a", "b")]
     assert summaries[0]["test_accuracy"] == summaries[1]["test_accuracy"]  # the same images, decoded once
 
@@ -119,42 +131,25 @@ def test_two_runs_sharing_a_cache_folder_decode_the_images_once(tmp_path, runnin
 @pytest.mark.slow
 def test_two_transfer_runs_sharing_a_cache_folder_extract_the_features_once(tmp_path, running):
     data = write_image_folders(tmp_path / "data", per_class_train=30, per_class_test=4)
-    cache = tmp_path / "cache"
-    env = cli_env(TRAINJOB_CACHE_DIR=str(cache))
-    flags = ("--recipe", "transfer", "--image_size", "64")
-    first = running(*train_args(data, tmp_path / "a", *flags), env=env)
-    first.wait_for("features: extracting 102 images")
-    first.pause()
-    second = running(*train_args(data, tmp_path / "b", *flags), env=env)
-    second.wait_for("features: another run is extracting the same features into")
+    first, second, cache, _ = two_runs_on_one_cache(
+        tmp_path, running, data, "features: extracting 102 images",
+        "features: another run is extracting the same features into", "--recipe", "transfer", "--image_size", "64")
     first.resume()
     assert first.finish() == 0, first.output()[-3000:]
     assert second.finish() == 0, second.output()[-3000:]
     assert "features cached" in first.output()
     assert "features: cache hit" in second.output() and "features: extracting" not in second.output()
-    (entry,) = cache.glob("features-*.npz")
-    with np.load(entry, allow_pickle=False) as arrays:
-        assert len(arrays["rows"]) == 102
-    assert no_temp_files(cache)
+    assert len(the_one_entry(cache, "features-*.npz")["rows"]) == 102
 
 
 def test_a_run_waiting_on_a_cache_maker_that_dies_makes_the_entry_itself(tmp_path, running):
     """The lock dies with its holder (SIGKILL mid-decode): the waiting run decodes, and the entry is whole."""
     data = write_image_folders(tmp_path / "data", per_class_train=60, per_class_test=7, size=(320, 320))
-    cache = tmp_path / "cache"
-    env = cli_env(TRAINJOB_CACHE_DIR=str(cache))
-    first = running(*train_args(data, tmp_path / "a"), env=env)
-    first.wait_for("decoding 201 images")
-    first.pause()
-    second = running(*train_args(data, tmp_path / "b"), env=env)
-    second.wait_for("waiting for it")
+    first, second, cache, _ = two_runs_on_one_cache(tmp_path, running, data, "decoding 201 images", "waiting for it")
     first.stop()  # SIGKILL
     assert second.finish() == 0, second.output()[-3000:]
     assert "decoding 201 images" in second.output() and "cache written" in second.output()
-    (entry,) = cache.glob("images-*.npz")
-    with np.load(entry, allow_pickle=False) as arrays:
-        assert arrays["images"].shape == (201, 3, 32, 32)
-    assert no_temp_files(cache)
+    assert the_one_entry(cache, "images-*.npz")["images"].shape == (201, 3, 32, 32)
 
 
 # --- two train predict --output on one file ---------------------------------------------------------------------------
