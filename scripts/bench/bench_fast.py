@@ -47,6 +47,9 @@ def uptime() -> str:
         return "load average: {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
 
 
+NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "amx_tile")  # the CPU flags --precision auto takes bf16 from
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags from /proc/cpuinfo (none where it cannot be read)."""
     try:
@@ -65,7 +68,7 @@ def host_name(flags: set[str], model: str) -> str:
 def host() -> str:
     """Which of the hosts docs/benchmarks.md names this is, its CPU and its native bf16 flags."""
     flags, model = cpu_flags(), cpu_model()
-    native = [f for f in ("amx_bf16", "amx_tile", "avx512_bf16") if f in flags]
+    native = [f for f in NATIVE_BF16 if f in flags]
     return f"{host_name(flags, model)}: {model}, {os.cpu_count()} CPUs, native bf16: {', '.join(native) or 'none'}"
 
 

@@ -23,9 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
-from bench.bench_fast import cpu_flags, cpu_model, host_name  # noqa: E402
-
-NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "amx_tile")
+from bench.bench_fast import NATIVE_BF16, cpu_flags, cpu_model, host_name  # noqa: E402
 
 
 def host_facts() -> dict:
