@@ -22,7 +22,7 @@ import torch.distributed as dist
 from trainjob import budget
 from trainjob.budget import Plan, Rates, Shape
 from trainjob.data import Split
-from trainjob.engine import EVAL_CHUNK, epoch_order, evaluate, strided, take_batch
+from trainjob.engine import EVAL_CHUNK, any_rank, epoch_order, evaluate, strided, take_batch
 from trainjob.environment import Distributed
 from trainjob.watchdog import beat
 
@@ -167,18 +167,9 @@ def _timed(train_one, d: Distributed, at_most: int) -> float:
         train_one()
         n += 1
         more = n < MEASURE_STEPS or time.perf_counter() - tick < MEASURE_SECONDS
-        if not _anyone(more, d):
+        if not any_rank(more, d):  # under torchrun every rank takes the same number of steps
             break
     return (time.perf_counter() - tick) / n
-
-
-def _anyone(flag: bool, d: Distributed) -> bool:
-    """Whether any rank says so: under torchrun every rank must take the same number of steps (each all-reduces)."""
-    if not d.enabled:
-        return flag
-    t = torch.tensor([1 if flag else 0])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 def _slowest(values: list[float], d: Distributed) -> list[float]:

@@ -95,6 +95,15 @@ def _confusion(recipe: Recipe, split: Split, num_classes: int, device: torch.dev
     return confusion
 
 
+def any_rank(flag: bool, d: Distributed) -> bool:
+    """Whether any rank says so (every rank gets the same answer: an all-reduce under torchrun)."""
+    if not d.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, data: Dataset, ctx, tracker, progress, save_checkpoint,
                  eval_threads: int | None = None):
@@ -175,11 +184,7 @@ class Trainer:
 
     def _should_stop(self) -> bool:
         """Every rank must stop at the same step, or the others would wait forever in their next all-reduce."""
-        if not self.d.enabled:
-            return self.stop.requested
-        flag = torch.tensor([1 if self.stop.requested else 0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return any_rank(self.stop.requested, self.d)
 
     def _end_epoch(self) -> bool:
         """Score the epoch and record it; False when a stop came first (a single process checks between chunks)."""
