@@ -36,7 +36,6 @@ class Recipe:
         """plan: the budget.Plan a --time_budget chose (cfg.epochs is its epochs by then); None: the recipe's own."""
         self.cfg = cfg
         self.device = device
-        self.plan = plan
         self.arch_kwargs = {"num_classes": num_classes, "image_size": image_size, **self.arch_options(cfg)}
         self.model = build_model(self.arch, **self.arch_kwargs).to(device)
         self.train_model = wrap(self.trainable())  # the DistributedDataParallel wrapper under torchrun, else as is
