@@ -81,7 +81,7 @@ def choose_for_run(ctx) -> None:
     choice = [None]
     if ctx.d.is_main:
         found = Checkpoints(ctx.checkpoint_dir).find(cfg.resume)
-        saved = found[0]["config"] if found and found[0].get("time_budget") else None
+        saved = found[0]["config"] if found else None  # with a budget or without: its backbone is the run's
         choose(cfg, count_images(None if cfg.demo else cfg.data_path), budget.process_started(ctx.started), ctx.log,
                saved)
         choice = [(cfg.backbone, cfg.image_size)]
