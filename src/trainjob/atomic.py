@@ -74,7 +74,7 @@ def append_whole(fd: int, data: bytes, path: Path, sync: bool = False, then: str
             raise
         os.ftruncate(fd, start)
         os.lseek(fd, start, os.SEEK_SET)
-        raise disk_full(e, path, len(data), appending=True, **({"then": then} if then else {})) from None
+        raise disk_full(e, path, len(data), appending=True, then=then) from None
 
 
 def disk_full(error: OSError, path: Path, needed: int, **kwargs) -> DiskFull:

@@ -45,6 +45,7 @@ DEFAULT_SERVE_MAX_BYTES = 20_000_000
 
 # --- Files written to the output folder -----------------------------------------------------------------------------
 MODEL_FILE = "model.pt"  # weights, classes, config, normalisation; torch.load(..., weights_only=True)
+MODEL_FIX = f"pass the {MODEL_FILE} from a training run's output folder"  # what a refused model file says
 SUMMARY_FILE = "summary.json"  # test_accuracy (0-1), per_class_accuracy, timings, dataset, config
 METRICS_FILE = "metrics.jsonl"  # one JSON object per line: loss every log interval, one line per epoch
 CURVES_FILE = "training_curves.png"

@@ -1,12 +1,11 @@
 """Exceptions that carry an exit code. A user error prints one line; anything else is a bug and keeps its traceback."""
 
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from trainjob import contract
-from trainjob.text import printable
+from trainjob.text import say
 
 
 class UserError(Exception):
@@ -26,10 +25,11 @@ class DiskFull(UserError):
     bytes the file system said were free, or None."""
 
     def __init__(self, path, needed: int, free: int | None, quota: bool = False, appending: bool = False,
-                 then: str = "free some space there and run the same command again (the earlier files were kept)"):
+                 then: str | None = None):
         self.path, self.needed, self.free, self.quota = Path(path), needed, free, quota
         self.appending = appending
         what = "disk quota exceeded" if quota else "no space left on the device"
+        then = then or "free some space there and run the same command again (the earlier files were kept)"
         super().__init__(f"{what} while writing {self.path.name} in {self.path.parent}: {self.shortfall()}; {then}")
 
     def shortfall(self) -> str:
@@ -73,7 +73,7 @@ def user_errors_exit(main: Callable[..., int]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs)
         except UserError as e:
-            print(f"error: {printable(e)}", file=sys.stderr)  # it may quote a data or model file
+            say(f"error: {e}", err=True)  # it may quote a data or model file
             return e.exit_code
 
     return wrapper

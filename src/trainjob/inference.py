@@ -22,7 +22,7 @@ MODEL_KEYS = frozenset({"arch", "arch_kwargs", "state_dict", "classes", "image_s
 def load_model(path: str):
     """model.pt -> (the model in eval mode, the saved dict); UserError for anything that is not one, or that would
     score wrongly: classes that do not match the head, weights that are NaN or infinite."""
-    fix = f"pass the {contract.MODEL_FILE} from a training run's output folder"
+    fix = contract.MODEL_FIX
     with torchfile.open_checked(path, "model file", fix) as f:
         try:
             saved = torchfile.load(f)

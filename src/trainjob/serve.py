@@ -86,7 +86,7 @@ def snapshot(model: str) -> str:
 
     if not hasattr(os, "memfd_create"):
         return str(Path(model).resolve())
-    fix = f"pass the {contract.MODEL_FILE} from a training run's output folder"
+    fix = contract.MODEL_FIX
     fd = os.memfd_create("trainjob-model", 0)  # not close-on-exec: the server's interpreter inherits it
     with torchfile.open_checked(model, "model file", fix) as f, open(fd, "wb", closefd=False) as copy:
         for block in torchfile.read_blocks(f, model):
@@ -100,7 +100,7 @@ def run_server(model: str, host: str, port: str, workers: str, shown: str) -> No
 
     from trainjob import score
     from trainjob.serve_worker import gunicorn_args
-    from trainjob.text import printable
+    from trainjob.text import say
 
     os.environ[contract.ENV_SERVE_MODEL] = model
     # The threaded worker with read timeouts (serve_worker's doc says why); flags already in GUNICORN_CMD_ARGS come
@@ -114,7 +114,7 @@ def run_server(model: str, host: str, port: str, workers: str, shown: str) -> No
     os.environ.setdefault("AML_APP_ROOT", str(Path(score.__file__).parent))
     # azmlinfsrv always listens on 0.0.0.0; --host is the one setting its command line lacks.
     amlserver.DEFAULT_HOST = host
-    print(printable(f"serving {shown} on http://{host}:{port} (POST an image to /score; Ctrl-C stops)"), flush=True)
+    say(f"serving {shown} on http://{host}:{port} (POST an image to /score; Ctrl-C stops)", flush=True)
     sys.argv = ["azmlinfsrv", "--entry_script", score.__file__, "--port", port, "--worker_count", workers]
     amlserver.run()
 
